@@ -1,0 +1,123 @@
+"""Checkpoints: the canonical tensors in safetensors, with everything needed to use them in the metadata.
+
+Metadata keys (all strings): format ("poemctl/1"), model (the plugin that trained it), config (the whole
+RunConfig as JSON), vocab (the ordered token list as JSON), corpus_hash, step, epoch, test_perplexity.
+Files are only ever read through safetensors: no pickle on any path a user's file reaches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from poemctl.config import RunConfig
+from poemctl.data import Vocab
+from poemctl.errors import PoemctlError
+from poemctl.files import atomic_write
+from poemctl.models.base import PoemModel
+from poemctl.registry import MODELS
+
+FORMAT = "poemctl/1"
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself."""
+
+    model: str
+    config: RunConfig
+    vocab: Vocab
+    corpus_hash: str
+    step: int
+    epoch: int
+    test_perplexity: float  # nan when never evaluated
+
+    def to_strings(self) -> dict[str, str]:
+        """The safetensors metadata form."""
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "config": json.dumps(self.config.to_dict(), ensure_ascii=False),
+            "vocab": json.dumps(list(self.vocab.tokens), ensure_ascii=False),
+            "corpus_hash": self.corpus_hash,
+            "step": str(self.step),
+            "epoch": str(self.epoch),
+            "test_perplexity": repr(self.test_perplexity),
+        }
+
+    @classmethod
+    def from_strings(cls, m: dict[str, str], path: Path) -> CheckpointMeta:
+        """Parse the metadata of path; anything missing or malformed is an error."""
+        if m.get("format") != FORMAT:
+            raise PoemctlError(f"{path} is a safetensors file without poemctl metadata")
+        try:
+            return cls(
+                model=m["model"],
+                config=RunConfig.from_dict(json.loads(m["config"])),
+                vocab=Vocab(tuple(json.loads(m["vocab"]))),
+                corpus_hash=m["corpus_hash"],
+                step=int(m["step"]),
+                epoch=int(m["epoch"]),
+                test_perplexity=float(m["test_perplexity"]),
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise PoemctlError(f"{path} has broken poemctl metadata ({e})") from None
+
+
+def save(path: str | Path, model: PoemModel, meta: CheckpointMeta) -> None:
+    """Write model's canonical tensors and meta to path, atomically."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_strings()))
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise PoemctlError(f"no checkpoint at {path}")
+    try:
+        return safe_open(path, "pt")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PoemctlError(f"{path} is not a readable safetensors file ({e})") from None
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """The metadata of the checkpoint at path."""
+    path = Path(path)
+    with _open(path) as f:
+        return CheckpointMeta.from_strings(f.metadata() or {}, path)
+
+
+def load(path: str | Path, model_name: str | None = None) -> tuple[PoemModel, CheckpointMeta]:
+    """The model stored at path (as model_name if given, else the model that trained it) and its meta."""
+    path = Path(path)
+    with _open(path) as f:
+        meta = CheckpointMeta.from_strings(f.metadata() or {}, path)
+        try:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise PoemctlError(f"{path} is truncated or corrupt ({e})") from None
+    cfg = replace(meta.config.model, vocab_size=len(meta.vocab))
+    model = MODELS.get(model_name or meta.model)(cfg)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise PoemctlError(f"{path} does not fit this model: {first}") from None
+    model.eval()
+    return model, meta
+
+
+def latest(out: str | Path) -> Path:
+    """The best (else last) checkpoint of the most recent run under out."""
+    runs = sorted(
+        (d for d in Path(out).glob("*") if (d / "best.safetensors").is_file() or (d / "last.safetensors").is_file()),
+        key=lambda d: d.stat().st_mtime,
+    )
+    if not runs:
+        raise PoemctlError(f"no checkpoint under {out}/; train one with `poemctl train` or pass --ckpt")
+    best = runs[-1] / "best.safetensors"
+    return best if best.is_file() else runs[-1] / "last.safetensors"

@@ -1,0 +1,135 @@
+"""Frozen run configuration: every CLI option maps onto one field here, and the whole of it goes into
+every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from poemctl.errors import PoemctlError
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise PoemctlError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the corpus is and how it is turned into training rows (defaults: the course preset)."""
+
+    corpus: str = "data/chinese-poetry"  # folder laid out like upstream (…/全唐诗/poet.tang.*.json)
+    cache_dir: str = "data/cache"
+    traditional: bool = False  # keep traditional characters (default: OpenCC t2s)
+    keep_commas: bool = False  # the course deletes "，" and keeps "。"
+    min_freq: int = 2  # characters seen fewer times become <unk>
+    seq_len: int = 80  # rows are cut to / front-padded to this many characters
+    test_fraction: float = 0.2  # the 4:1 split
+    split_seed: int = 0
+    max_poems: int = 0  # use only the first N poems (0: all); for tests and quick looks
+
+    def __post_init__(self) -> None:
+        _check(self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}")
+        _check(self.seq_len >= 2, f"--seq-len must be at least 2, got {self.seq_len}")
+        _check(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        _check(self.max_poems >= 0, f"--max-poems must be 0 (all) or more, got {self.max_poems}")
+
+    def preset(self) -> dict:
+        """The options that change the encoded corpus (the cache key), without paths."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("corpus", "cache_dir")}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the LSTM language model; vocab_size comes from the corpus."""
+
+    vocab_size: int = 0
+    embedding: int = 128
+    hidden: int = 128
+
+    def __post_init__(self) -> None:
+        _check(self.embedding >= 1, f"--embedding must be at least 1, got {self.embedding}")
+        _check(self.hidden >= 1, f"--hidden must be at least 1, got {self.hidden}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer name and hyper-parameters; `extra` holds --opt-arg key=value pairs."""
+
+    name: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    extra: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"--lr must be greater than 0, got {self.lr}")
+        _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        _check(all(0 <= b < 1 for b in self.betas), f"--betas must be in [0, 1), got {self.betas}")
+        _check(self.eps > 0, f"--eps must be greater than 0, got {self.eps}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop's settings (defaults: the course's)."""
+
+    model: str = "torch-lstm"
+    epochs: int = 10
+    max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
+    batch_size: int = 64
+    eval_every: int = 0  # evaluate test perplexity every N steps (0: at the end of each epoch only)
+    clip: float = 5.0  # gradient-norm clipping (0: off)
+    seed: int = 0
+    out: str = "runs"
+    cpu: bool = False
+    grad_accum: int = 1
+    mixed_precision: str = "no"
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        _check(self.max_steps >= 0, f"--max-steps must be 0 (no limit) or more, got {self.max_steps}")
+        _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        _check(self.eval_every >= 0, f"--eval-every must be 0 or more, got {self.eval_every}")
+        _check(self.clip >= 0, f"--clip must be 0 (off) or more, got {self.clip}")
+        _check(self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}")
+        _check(
+            self.mixed_precision in ("no", "fp16", "bf16"),
+            f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision}",
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Inverse of to_dict; unknown keys (from newer versions) are ignored."""
+
+        def build(kind, values):
+            names = {f.name for f in dataclasses.fields(kind)}
+            return kind(**{k: _tuples(v) for k, v in values.items() if k in names})
+
+        return cls(
+            data=build(DataConfig, d.get("data", {})),
+            model=build(ModelConfig, d.get("model", {})),
+            optim=build(OptimConfig, d.get("optim", {})),
+            train=build(TrainConfig, d.get("train", {})),
+        )
+
+
+def _tuples(v):
+    # JSON turns tuples into lists; frozen configs keep tuples so they stay hashable.
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v

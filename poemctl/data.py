@@ -1,0 +1,182 @@
+"""Preprocessing (the course preset by default), the vocabulary, and the encoded-corpus cache."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import unicodedata
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from poemctl.config import DataConfig
+from poemctl.corpus import corpus_files, corpus_hash, read_poems
+from poemctl.errors import PoemctlError
+from poemctl.files import atomic_write
+
+PAD = " "  # padding is a space, put IN FRONT of short poems (SPEC.md)
+UNK = "<unk>"
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Index ↔ character; built by fastNLP's Vocabulary, stored as its ordered token list."""
+
+    tokens: tuple[str, ...]
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Character → id."""
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    @property
+    def pad_id(self) -> int:
+        """Id of the padding character."""
+        return self.index[PAD]
+
+    @property
+    def unk_id(self) -> int:
+        """Id of the unknown-character token."""
+        return self.index[UNK]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, ch: str) -> bool:
+        return ch in self.index
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of text's characters (unknown ones → <unk>)."""
+        unk = self.unk_id
+        return [self.index.get(ch, unk) for ch in text]
+
+    def decode(self, ids) -> str:
+        """Characters of ids."""
+        return "".join(self.tokens[i] for i in ids)
+
+    @functools.cached_property
+    def special_ids(self) -> frozenset[int]:
+        """Ids that are not a normal character: padding, unknown, punctuation and symbols."""
+        return frozenset(i for i, t in enumerate(self.tokens) if not is_normal(t))
+
+
+def is_normal(token: str) -> bool:
+    """True for a written character (a letter such as 月), false for punctuation, symbols and specials."""
+    return len(token) == 1 and unicodedata.category(token) == "Lo"
+
+
+def build_vocab(poems: list[str], min_freq: int) -> Vocab:
+    """Characters seen at least min_freq times, most frequent first, after PAD and UNK."""
+    with warnings.catch_warnings():  # fastNLP 0.7 imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        from fastNLP import Vocabulary  # slow to import: only when a vocabulary is built
+
+    vocab = Vocabulary(min_freq=min_freq, padding=PAD, unknown=UNK)
+    for poem in poems:
+        vocab.add_word_lst(list(poem))
+    vocab.build_vocab()
+    return Vocab(tuple(vocab.idx2word[i] for i in range(len(vocab))))
+
+
+class Preprocessor:
+    """Turns a raw poem into training text by the preset's rules."""
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self._t2s = None
+        if not cfg.traditional:
+            import opencc
+
+            self._t2s = opencc.OpenCC("t2s")
+
+    def __call__(self, text: str) -> str:
+        """Simplified script, no whitespace (a space is the padding), no "，" unless asked to keep it."""
+        if self._t2s is not None:
+            text = self._t2s.convert(text)
+        text = "".join(text.split())
+        if not self.cfg.keep_commas:
+            text = text.replace("，", "")
+        return text
+
+
+def encode_rows(poems: list[str], vocab: Vocab, seq_len: int) -> np.ndarray:
+    """(N, seq_len) int32 rows: each poem cut to its first seq_len characters, padded in front."""
+    rows = np.full((len(poems), seq_len), vocab.pad_id, dtype=np.int32)
+    for r, poem in enumerate(poems):
+        ids = vocab.encode(poem[:seq_len])
+        rows[r, seq_len - len(ids) :] = ids
+    return rows
+
+
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded permutation of range(n) cut into (train, test)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The encoded corpus: (N, seq_len) int32 rows for each split, and its vocabulary."""
+
+    vocab: Vocab
+    train: torch.Tensor
+    test: torch.Tensor
+    corpus_hash: str
+
+
+def prepare_poems(cfg: DataConfig, raw: list[str], source: str) -> list[str]:
+    """The preprocessed poems of raw that keep at least 2 characters; none left is an error."""
+    pre = Preprocessor(cfg)
+    poems = [p for p in map(pre, raw) if len(p) >= 2]
+    if not poems:
+        raise PoemctlError(f"{source} holds no poem of 2 or more characters after preprocessing")
+    return poems
+
+
+def cache_path(cfg: DataConfig, digest: str, vocab: Vocab | None) -> Path:
+    """Where the encoded corpus is cached: keyed by the corpus hash, the preset and a given vocabulary."""
+    key = json.dumps([digest, cfg.preset(), vocab.tokens if vocab else None], ensure_ascii=False)
+    return Path(cfg.cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
+
+
+def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
+    """The encoded corpus by cfg, from the cache when it is there; vocab forces a vocabulary (scoring)."""
+    files = corpus_files(cfg.corpus)
+    digest = corpus_hash(files)
+    path = cache_path(cfg, digest, vocab)
+    if path.is_file():
+        try:
+            t = load_file(path)
+            meta = json.loads(_metadata(path)["vocab"])
+            return Corpus(Vocab(tuple(meta)), t["train"], t["test"], digest)
+        except (OSError, ValueError, KeyError):
+            pass  # a broken cache is rebuilt below
+    poems = prepare_poems(cfg, read_poems(files, cfg.max_poems), f"the corpus at {cfg.corpus}")
+    vocab = vocab or build_vocab(poems, cfg.min_freq)
+    rows = torch.from_numpy(encode_rows(poems, vocab, cfg.seq_len))
+    train_idx, test_idx = split_indices(len(rows), cfg.test_fraction, cfg.split_seed)
+    corpus = Corpus(vocab, rows[train_idx].contiguous(), rows[test_idx].contiguous(), digest)
+    with contextlib.suppress(PoemctlError):  # an unwritable cache only costs time
+        atomic_write(
+            path,
+            lambda tmp: save_file(
+                {"train": corpus.train, "test": corpus.test},
+                tmp,
+                metadata={"vocab": json.dumps(list(vocab.tokens), ensure_ascii=False)},
+            ),
+        )
+    return corpus
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        return f.metadata() or {}

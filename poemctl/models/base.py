@@ -1,0 +1,95 @@
+"""The model contract and the one canonical parameter layout every poemctl model uses.
+
+Canonical parameters (V: vocabulary, E: embedding, H: hidden; gate blocks stacked in the order
+i, f, g=c̃, o, as torch.nn.LSTM does, each block H rows):
+
+    embedding.weight  (V, E)    character embeddings x_t
+    lstm.weight_ih    (4H, E)   [W_ix; W_fx; W_cx; W_ox]
+    lstm.weight_hh    (4H, H)   [W_ih; W_fh; W_ch; W_oh]
+    lstm.bias         (4H,)     [b_i; b_f; b_c; b_o]
+    output.weight     (V, H)    W_y
+    output.bias       (V,)      b_y
+
+The parameters are created here, in the base class, so any checkpoint loads into any model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from poemctl.config import ModelConfig
+
+State = tuple[torch.Tensor, torch.Tensor]  # (h, C), each (B, H)
+
+
+class ModelOutput(NamedTuple):
+    """What forward returns: logits without targets; per-row summed NLL and target counts with them."""
+
+    logits: torch.Tensor | None  # (B, T, V), only when no targets were given
+    state: State | None  # (h, C) after the last step
+    nll: torch.Tensor | None  # (B,) summed cross-entropy over each row's scored targets
+    count: torch.Tensor | None  # (B,) number of scored targets in each row
+
+
+class LSTMParameters(nn.Module):
+    """The gate weights of SPEC.md, packed i, f, g, o."""
+
+    def __init__(self, embedding: int, hidden: int):
+        super().__init__()
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden, embedding))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden, hidden))
+        self.bias = nn.Parameter(torch.empty(4 * hidden))
+
+
+class PoemModel(nn.Module):
+    """Base of every model: canonical parameters, random init, and forward with optional loss."""
+
+    description = "a poemctl model"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embedding)
+        self.lstm = LSTMParameters(cfg.embedding, cfg.hidden)
+        self.output = nn.Linear(cfg.hidden, cfg.vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random init, never zeros (zeros would make every hidden unit identical): U(±1/√H)."""
+        bound = 1.0 / math.sqrt(self.cfg.hidden)
+        nn.init.normal_(self.embedding.weight)
+        for p in (*self.lstm.parameters(), *self.output.parameters()):
+            nn.init.uniform_(p, -bound, bound)
+
+    def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """(B, T) token ids → (B, T, H) hidden states h_t and the final (h, C)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        state: State | None = None,
+        targets: torch.Tensor | None = None,
+        ignore_index: int = -100,
+    ) -> ModelOutput:
+        """Logits for tokens (B, T), or with targets (B, T) the per-row NLL of those not ignore_index."""
+        h, state = self.hidden_states(tokens, state)
+        if targets is None:
+            return ModelOutput(self.output(h), state, None, None)
+        mask = targets != ignore_index
+        # The output layer is most of the work: run it on scored positions only, padding costs nothing.
+        logits = self.output(h[mask])  # (N, V)
+        nll = F.cross_entropy(logits, targets[mask], reduction="none")
+        rows = mask.nonzero()[:, 0]
+        per_row = torch.zeros(tokens.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
+        return ModelOutput(None, state, per_row, mask.sum(1))
+
+    def zero_state(self, batch: int, device=None, dtype=None) -> State:
+        """(h, C) of zeros for a batch."""
+        z = torch.zeros(batch, self.cfg.hidden, device=device, dtype=dtype or self.output.weight.dtype)
+        return z, z.clone()

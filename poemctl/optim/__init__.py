@@ -1,0 +1,1 @@
+"""Optimizer plugins: each is a factory `(params, cfg: OptimConfig) -> torch.optim.Optimizer`."""

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install poemctl with its test tools. torch is installed first and pinned: an unpinned
+# torch (asked for by any dependency) would pull a multi-GB CUDA build instead of the CPU wheel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade "pip<27"
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[test]"

@@ -1,0 +1,68 @@
+import torch
+import torch.nn.functional as F
+
+from poemctl.config import ModelConfig
+from poemctl.models.torch_lstm import TorchLSTM
+
+CFG = ModelConfig(vocab_size=30, embedding=6, hidden=5)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return TorchLSTM(CFG).double()
+
+
+def test_canonical_layout():
+    shapes = {k: tuple(v.shape) for k, v in _model().state_dict().items()}
+    assert shapes == {
+        "embedding.weight": (30, 6),
+        "lstm.weight_ih": (20, 6),
+        "lstm.weight_hh": (20, 5),
+        "lstm.bias": (20,),
+        "output.weight": (30, 5),
+        "output.bias": (30,),
+    }
+
+
+def test_init_is_random_not_zero():
+    m = _model()
+    for name, p in m.named_parameters():
+        assert p.std() > 0, name
+    rows = m.lstm.weight_hh.view(4, 5, 5)[0]
+    assert not torch.allclose(rows[0], rows[1])  # hidden units differ: no symmetry
+
+
+def test_matches_torch_nn_lstm():
+    m = _model()
+    ref = torch.nn.LSTM(6, 5, batch_first=True).double()
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(m.lstm.weight_ih)
+        ref.weight_hh_l0.copy_(m.lstm.weight_hh)
+        ref.bias_ih_l0.copy_(m.lstm.bias)
+        ref.bias_hh_l0.zero_()
+    tokens = torch.randint(0, 30, (3, 7))
+    h, (hn, cn) = m.hidden_states(tokens, None)
+    h_ref, (hn_ref, cn_ref) = ref(m.embedding(tokens))
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(cn, cn_ref[0])
+
+
+def test_state_carries_across_calls():
+    m = _model()
+    tokens = torch.randint(0, 30, (2, 9))
+    whole = m(tokens).logits
+    first = m(tokens[:, :4])
+    rest = m(tokens[:, 4:], state=first.state).logits
+    torch.testing.assert_close(torch.cat([first.logits, rest], 1), whole)
+
+
+def test_masked_nll_equals_full_cross_entropy():
+    m = _model()
+    tokens = torch.randint(1, 30, (4, 8))
+    targets = torch.randint(1, 30, (4, 8))
+    targets[:, :3] = 0  # padding targets
+    out = m(tokens, targets=targets, ignore_index=0)
+    logits = m(tokens).logits
+    full = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=0, reduction="none").sum(1)
+    torch.testing.assert_close(out.nll, full)
+    assert out.count.tolist() == [5, 5, 5, 5]

@@ -1,0 +1,83 @@
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from poemctl import checkpoint
+from poemctl.config import ModelConfig, RunConfig
+from poemctl.data import PAD, UNK, Vocab
+from poemctl.errors import PoemctlError
+from poemctl.models.torch_lstm import TorchLSTM
+
+VOCAB = Vocab((PAD, UNK, "月", "山", "。"))
+
+
+def _saved(tmp_path, hidden=4):
+    cfg = RunConfig(model=ModelConfig(vocab_size=len(VOCAB), hidden=hidden, embedding=3))
+    model = TorchLSTM(cfg.model)
+    meta = checkpoint.CheckpointMeta("torch-lstm", cfg, VOCAB, "abc123", 7, 1, 42.5)
+    path = tmp_path / "ckpt.safetensors"
+    checkpoint.save(path, model, meta)
+    return path, model, meta
+
+
+def test_round_trip(tmp_path):
+    path, model, meta = _saved(tmp_path)
+    loaded, meta2 = checkpoint.load(path)
+    assert meta2 == meta
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+
+
+def test_save_leaves_no_temporary_file(tmp_path):
+    _saved(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]
+
+
+def test_missing(tmp_path):
+    with pytest.raises(PoemctlError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("cut", [4, 100, -50])
+def test_truncated(tmp_path, cut):
+    path, _, _ = _saved(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:cut])
+    with pytest.raises(PoemctlError, match=str(path)):
+        checkpoint.load(path)
+
+
+def test_not_safetensors(tmp_path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(b"\x80\x04\x95pickle data, never unpickled")
+    with pytest.raises(PoemctlError, match="not a readable safetensors"):
+        checkpoint.load(path)
+
+
+def test_without_poemctl_metadata(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, path)
+    with pytest.raises(PoemctlError, match="without poemctl metadata"):
+        checkpoint.load(path)
+
+
+def test_other_shape_is_refused(tmp_path):
+    path, model, meta = _saved(tmp_path)
+    bigger = TorchLSTM(replace(meta.config.model, vocab_size=len(VOCAB), hidden=6))
+    other = tmp_path / "other.safetensors"
+    checkpoint.save(other, bigger, meta)  # the metadata says hidden=4, the tensors are hidden=6
+    with pytest.raises(PoemctlError, match="does not fit"):
+        checkpoint.load(other)
+
+
+def test_latest_prefers_best(tmp_path):
+    with pytest.raises(PoemctlError, match="no checkpoint under"):
+        checkpoint.latest(tmp_path)
+    run = tmp_path / "run1"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes(b"")
+    assert checkpoint.latest(tmp_path) == run / "last.safetensors"
+    (run / "best.safetensors").write_bytes(b"")
+    assert checkpoint.latest(tmp_path) == run / "best.safetensors"

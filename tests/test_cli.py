@@ -1,0 +1,173 @@
+"""The commands users type, through Typer's CliRunner."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from poemctl.cli import app
+from tests.conftest import CORPUS, TINY_ARGS
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_explains_every_option():
+    result = run("train", "--help")
+    assert result.exit_code == 0
+    for option in [
+        "--model",
+        "--optimizer",
+        "--epochs",
+        "--max-steps",
+        "--batch-size",
+        "--lr",
+        "--hidden",
+        "--embedding",
+        "--seed",
+        "--eval-every",
+        "--out",
+        "--cpu",
+        "--keep-commas",
+        "--seq-len",
+    ]:
+        assert option in result.output
+
+
+def test_train_writes_checkpoints_and_metrics(trained):
+    assert (trained / "best.safetensors").is_file() and (trained / "last.safetensors").is_file()
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "test_perplexity" in r]
+    assert [r["step"] for r in steps] == list(range(1, 21))
+    assert {"epoch", "tokens_per_s", "wall_time"} <= set(steps[0])
+    assert [r["step"] for r in evals] == [10, 20]
+    assert steps[-1]["loss"] < steps[0]["loss"]  # it learns
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"]["hidden"] == 16 and config["model"]["vocab_size"] > 100
+
+
+def test_sample_quatrain(trained):
+    result = run("sample", "月", "--lines", "4", "--runs", trained.parent, "--seed", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 4 and lines[0][0] == "月"
+    assert [line[-1] for line in lines] == ["，", "。", "，", "。"]
+    assert all(len(line) == 8 for line in lines)  # 7 characters and the mark
+
+
+def test_same_seed_same_poem(trained):
+    ckpt = trained / "best.safetensors"
+    a = run("sample", "山", "--ckpt", ckpt, "--chars", "5", "--num", "3", "--seed", "11").output
+    b = run("sample", "山", "--ckpt", ckpt, "--chars", "5", "--num", "3", "--seed", "11").output
+    c = run("sample", "山", "--ckpt", ckpt, "--chars", "5", "--num", "3", "--seed", "12").output
+    assert a == b and a != c
+    poems = a.strip().split("\n\n")
+    assert len(poems) == 3 and all(len(line) == 6 for p in poems for line in p.splitlines())
+
+
+def test_perplexity_matches_training(trained):
+    result = run("perplexity", trained / "best.safetensors")
+    assert result.exit_code == 0, result.output
+    ppl = float(re.search(r"perplexity ([\d.]+) over (\d+) tokens", result.output).group(1))
+    best = min(
+        json.loads(x)["test_perplexity"]
+        for x in (trained / "metrics.jsonl").read_text().splitlines()
+        if "test_perplexity" in x
+    )
+    assert ppl == pytest.approx(best, rel=1e-4)
+    train = run("perplexity", trained / "best.safetensors", "--split", "train")
+    assert train.exit_code == 0 and "train split, 320 poems" in train.output
+
+
+def test_perplexity_of_a_text_file(trained, tmp_path):
+    text = tmp_path / "poems.txt"
+    text.write_text("床前明月光，疑是地上霜。\n\n舉頭望明月，低頭思故鄉。\n", encoding="utf-8")
+    result = run("perplexity", trained / "best.safetensors", "--text", text)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"perplexity [\d.]+ over 22 tokens .*2 poems", result.output)
+
+
+def _one_line_error(result, text):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert text in result.output
+    return result
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--lr", "0"], "--lr"),
+        (["--seq-len", "1"], "--seq-len"),
+        (["--model", "no-such-model"], "unknown model"),
+        (["--optimizer", "adamm"], "did you mean 'adam'"),
+    ],
+)
+def test_train_bad_input(tmp_path, args, text):
+    result = run("train", *TINY_ARGS, "--corpus", CORPUS, "--out", tmp_path / "runs", *args)
+    _one_line_error(result, text)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_train_missing_corpus(tmp_path):
+    _one_line_error(run("train", "--corpus", tmp_path / "nothing", "--out", tmp_path), "poemctl data download")
+
+
+def test_train_out_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run("train", *TINY_ARGS, "--corpus", CORPUS, "--out", tmp_path / "file" / "runs")
+    _one_line_error(result, "cannot create a run folder")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["龘"], "'龘' is not in this checkpoint's vocabulary"),
+        (["月", "--lines", "0"], "--lines"),
+        (["月", "--chars", "6"], "--chars must be 5 or 7"),
+        (["月", "--num", "0"], "--num"),
+        (["月亮"], "one start character"),
+    ],
+)
+def test_sample_bad_input(trained, args, text):
+    _one_line_error(run("sample", *args, "--ckpt", trained / "best.safetensors"), text)
+
+
+def test_sample_without_any_run(tmp_path):
+    _one_line_error(run("sample", "月", "--runs", tmp_path), "no checkpoint under")
+
+
+def test_perplexity_bad_files(tmp_path, trained):
+    _one_line_error(run("perplexity", tmp_path / "missing.safetensors"), "no checkpoint at")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    _one_line_error(run("perplexity", tmp_path / "junk.safetensors"), "not a readable safetensors")
+    half = tmp_path / "half.safetensors"
+    half.write_bytes((trained / "best.safetensors").read_bytes()[:-100])
+    _one_line_error(run("perplexity", half), str(half))
+    _one_line_error(run("perplexity", trained / "best.safetensors", "--split", "dev"), "--split")
+
+
+def test_data_download_from_folder(tmp_path, monkeypatch):
+    from poemctl.corpus import manifest
+
+    m = manifest()
+    m["files"] = m["files"][:2]
+    monkeypatch.setattr("poemctl.corpus.manifest", lambda: m)
+    result = run("data", "download", "--from", CORPUS, "--dest", tmp_path / "corpus")
+    assert result.exit_code == 0, result.output
+    assert "2 files" in result.output
+    _one_line_error(run("data", "download", "--from", tmp_path / "nowhere", "--dest", tmp_path / "x"), "cannot read")
+
+
+def test_plugins_lists_builtins():
+    result = run("plugins")
+    assert result.exit_code == 0
+    for name in ["torch-lstm", "sgd", "momentum", "adagrad", "adam"]:
+        assert name in result.output

@@ -1,0 +1,98 @@
+import functools
+import http.server
+import json
+import shutil
+import threading
+
+import pytest
+
+from poemctl.corpus import corpus_files, download, manifest, parse_poems, read_poems
+from poemctl.errors import PoemctlError
+from tests.conftest import CORPUS
+
+
+def test_manifest_matches_the_corpus():
+    m = manifest()
+    names = [f.name for f in corpus_files(CORPUS)]
+    assert [e["name"] for e in m["files"]] == names
+    assert m["total_poems"] == 57607
+
+
+def test_files_come_in_upstream_order():
+    names = [f.name for f in corpus_files(CORPUS)]
+    assert names[:3] == ["poet.tang.0.json", "poet.tang.1000.json", "poet.tang.2000.json"]
+    assert names[-1] == "poet.tang.57000.json"
+
+
+def test_read_poems_joins_paragraphs_and_limits():
+    poems = read_poems(corpus_files(CORPUS), max_poems=3)
+    assert len(poems) == 3
+    assert poems[0].startswith("秦川雄帝宅，函谷壯皇居。綺殿")
+
+
+def test_missing_corpus_says_how_to_get_it(tmp_path):
+    with pytest.raises(PoemctlError, match="poemctl data download"):
+        corpus_files(tmp_path)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"a": 1}', b'[{"title": "x"}]', b"\xff\xfe"])
+def test_corrupt_file_is_named(raw):
+    with pytest.raises(PoemctlError, match="poet.tang.7.json"):
+        parse_poems(raw, "poet.tang.7.json")
+
+
+def _small_source(tmp_path, n=3):
+    """A folder laid out like upstream, holding the first n manifest files (copied from the shared corpus)."""
+    src = tmp_path / "src" / "全唐诗"
+    src.mkdir(parents=True)
+    for entry in manifest()["files"][:n]:
+        shutil.copyfile(CORPUS / "全唐诗" / entry["name"], src / entry["name"])
+    return src.parent
+
+
+@pytest.fixture
+def few_files(monkeypatch):
+    """Pretend the manifest holds only its first 3 files, so downloads stay small."""
+    m = manifest()
+    m["files"] = m["files"][:3]
+    monkeypatch.setattr("poemctl.corpus.manifest", lambda: m)
+
+
+def test_download_from_folder(tmp_path, few_files):
+    paths = download(str(_small_source(tmp_path)), tmp_path / "dest")
+    assert [p.name for p in paths] == ["poet.tang.0.json", "poet.tang.1000.json", "poet.tang.2000.json"]
+    assert len(read_poems(corpus_files(tmp_path / "dest"))) == 3002
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server over a folder laid out like upstream."""
+    root = _small_source(tmp_path)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_download_from_url(tmp_path, few_files, server):
+    _, url = server
+    paths = download(url, tmp_path / "dest")
+    assert len(paths) == 3
+    assert json.loads(paths[0].read_text())[0]["author"] == "太宗皇帝"
+
+
+def test_corrupt_download_leaves_no_half_file(tmp_path, few_files, server):
+    root, url = server
+    (root / "全唐诗" / "poet.tang.1000.json").write_bytes(b'[{"paragraphs": ["cut off')
+    with pytest.raises(PoemctlError, match="poet.tang.1000.json"):
+        download(url, tmp_path / "dest")
+    left = sorted(p.name for p in (tmp_path / "dest" / "全唐诗").iterdir())
+    assert left == ["poet.tang.0.json"]  # the good file before it, nothing of the bad one, no temp file
+
+
+def test_missing_remote_file_is_named(tmp_path, few_files, server):
+    root, url = server
+    (root / "全唐诗" / "poet.tang.2000.json").unlink()
+    with pytest.raises(PoemctlError, match="poet.tang.2000.json"):
+        download(url, tmp_path / "dest")
