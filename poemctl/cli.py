@@ -126,7 +126,7 @@ def train(
         ),
     )
     try:
-        result = run_training(cfg)
+        result = run_training(cfg, say=err.print)
     except TrainingStopped as e:
         err.print(f"[bold red]stopped:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -219,6 +219,32 @@ def perplexity_cmd(
     ppl = perplexity(nll, n)
     shown = f"{ppl:.2f}" if math.isfinite(ppl) else str(ppl)
     out.print(f"perplexity {shown} over {n} tokens ({source}, {len(rows)} poems)", highlight=False)
+
+
+@app.command("gradcheck")
+@user_errors
+def gradcheck_cmd(
+    model: str = typer.Option("numpy-lstm", help="Model plugin whose gradients to check."),
+    seed: int = typer.Option(0, help="Seed for the weights and the batch."),
+    tolerance: float = typer.Option(1e-6, help="Largest relative error against autograd that passes."),
+) -> None:
+    """Check a model's gradients in float64 against torch autograd and centred finite differences."""
+    from rich.table import Table
+
+    from poemctl.gradcheck import gradcheck
+    from poemctl.registry import MODELS
+
+    checks = gradcheck(MODELS.get(model), seed=seed)
+    table = Table("parameter", "vs autograd (max rel)", "vs finite differences (max rel)")
+    for c in checks:
+        table.add_row(c.name, f"{c.autograd_rel_error:.2e}", f"{c.finite_diff_rel_error:.2e}")
+    out.print(table)
+    worst = max(c.autograd_rel_error for c in checks)
+    fd = max(c.finite_diff_rel_error for c in checks)
+    ok = worst <= tolerance and fd <= 1e-4
+    out.print(f"{'PASS' if ok else 'FAIL'}: max relative error {worst:.2e} vs autograd, {fd:.2e} vs finite differences")
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command()

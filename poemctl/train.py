@@ -74,10 +74,15 @@ class MetricsLog:
             self._f.close()
 
 
-def train(cfg: RunConfig) -> RunResult:
+def train(cfg: RunConfig, say=print) -> RunResult:
     """Train a model by cfg and return where its checkpoints are."""
+    cpu = cfg.train.cpu
+    if getattr(MODELS.get(cfg.train.model), "cpu_only", False) and not cpu:
+        cpu = True
+        if torch.cuda.is_available():
+            say(f"{cfg.train.model} runs on the CPU only: training on the CPU")
     accelerator = Accelerator(
-        cpu=cfg.train.cpu,
+        cpu=cpu,
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.grad_accum,
     )

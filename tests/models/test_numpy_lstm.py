@@ -1,0 +1,115 @@
+import json
+import re
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from poemctl.cli import app
+from poemctl.config import ModelConfig
+from poemctl.gradcheck import gradcheck
+from poemctl.models import numpy_lstm
+from poemctl.models.numpy_lstm import NumpyLSTM
+from poemctl.models.torch_lstm import TorchLSTM
+from tests.conftest import CORPUS, TINY_ARGS
+
+CFG = ModelConfig(vocab_size=30, embedding=6, hidden=5)
+runner = CliRunner()
+
+
+def _pair():
+    torch.manual_seed(0)
+    a = NumpyLSTM(CFG).double()
+    b = TorchLSTM(CFG).double()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def test_gradients_match_autograd_and_finite_differences():
+    for check in gradcheck(NumpyLSTM, seed=1):
+        assert check.autograd_rel_error <= 1e-6, check
+        assert check.finite_diff_rel_error <= 1e-4, check
+
+
+def test_gradcheck_catches_a_missing_recurrent_path(monkeypatch):
+    real = numpy_lstm.lstm_backward
+
+    def truncated(dhs, cache):  # the course's bug: no gradient flows back through time at all
+        parts = [real(dhs[t : t + 1], cache._replace(**_slice(cache, t))) for t in range(dhs.shape[0])]
+        dx = numpy_lstm.np.concatenate([p[0] for p in parts])
+        return (dx, *(sum(p[k] for p in parts) for k in (1, 2, 3)))
+
+    monkeypatch.setattr(numpy_lstm, "lstm_backward", truncated)
+    worst = max(c.autograd_rel_error for c in gradcheck(NumpyLSTM))
+    assert worst > 1e-3
+
+
+def _slice(cache, t):
+    return dict(
+        x=cache.x[t : t + 1],
+        acts=cache.acts[t : t + 1],
+        cs=cache.cs[t : t + 2],
+        tanh_cs=cache.tanh_cs[t : t + 1],
+        hs=cache.hs[t : t + 2],
+    )
+
+
+def test_gradcheck_command():
+    result = runner.invoke(app, ["gradcheck", "--model", "numpy-lstm"])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "lstm.weight_hh" in result.output
+
+
+def test_logits_and_state_match_torch_lstm():
+    a, b = _pair()
+    tokens = torch.randint(0, 30, (3, 8))
+    out_a, out_b = a(tokens), b(tokens)
+    torch.testing.assert_close(out_a.logits, out_b.logits)
+    torch.testing.assert_close(out_a.state[1], out_b.state[1])
+    rest = a(tokens[:, 4:], state=a(tokens[:, :4]).state).logits
+    torch.testing.assert_close(rest, out_b.logits[:, 4:])
+
+
+def test_float32_by_default():
+    torch.manual_seed(0)
+    out = NumpyLSTM(CFG)(torch.randint(1, 30, (2, 5)), targets=torch.randint(1, 30, (2, 5)), ignore_index=0)
+    assert out.nll.dtype == torch.float32
+
+
+def _ppl(ckpt, model):
+    result = runner.invoke(app, ["perplexity", str(ckpt), "--model", model])
+    assert result.exit_code == 0, result.output
+    return float(re.search(r"perplexity ([\d.]+)", result.output).group(1))
+
+
+def test_checkpoints_are_interchangeable(trained, tmp_path):
+    args = ["train", *TINY_ARGS, "--model", "numpy-lstm", "--max-steps", "8", "--corpus", str(CORPUS)]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (numpy_run,) = (tmp_path / "runs").iterdir()
+    for ckpt in (numpy_run / "best.safetensors", trained / "best.safetensors"):
+        assert _ppl(ckpt, "torch-lstm") == pytest.approx(_ppl(ckpt, "numpy-lstm"), rel=1e-4)
+        sample = runner.invoke(app, ["sample", "月", "--ckpt", str(ckpt), "--model", "numpy-lstm", "--seed", "2"])
+        same = runner.invoke(app, ["sample", "月", "--ckpt", str(ckpt), "--model", "torch-lstm", "--seed", "2"])
+        assert sample.exit_code == 0 and sample.output == same.output
+
+
+def _losses(tmp_path, model):
+    out = tmp_path / model
+    args = ["train", *TINY_ARGS, "--model", model, "--max-steps", "200", "--epochs", "20", "--seq-len", "32"]
+    args += ["--batch-size", "8", "--corpus", str(CORPUS)]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--eval-every", "1000"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (run,) = out.iterdir()
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def test_training_parity_with_torch_lstm(tmp_path):
+    a, b = _losses(tmp_path, "numpy-lstm"), _losses(tmp_path, "torch-lstm")
+    assert len(a) == len(b) == 200
+    worst = max(abs(x - y) / y for x, y in zip(a, b, strict=True))
+    assert worst < 0.01, worst
+    assert a[-1] < a[0] - 1.0  # and it did learn
