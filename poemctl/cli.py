@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -23,6 +26,8 @@ data_app = typer.Typer(help="Get and inspect the corpus.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+# Warnings (a plugin that fails to import, say) as one line each, without the source line.
+warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 _D, _T, _O, _M = DataConfig(), TrainConfig(), OptimConfig(), ModelConfig()
 
@@ -67,75 +72,167 @@ def data_download(
     out.print(f"{len(paths)} files in {paths[0].parent}")
 
 
+# Options shared by `train` and `compare`; each maps onto the config field of the same name.
+MODEL_OPT = typer.Option(_T.model, help="Model plugin (see `poemctl plugins`).")
+EPOCHS_OPT = typer.Option(_T.epochs, help="Passes over the training split.")
+MAX_STEPS_OPT = typer.Option(_T.max_steps, help="Stop after this many optimizer steps (0: no limit).")
+BATCH_OPT = typer.Option(_T.batch_size, help="Poems per step (per process).")
+LR_OPT = typer.Option(_O.lr, help="Learning rate.")
+HIDDEN_OPT = typer.Option(_M.hidden, help="Hidden size H of the LSTM.")
+EMBEDDING_OPT = typer.Option(_M.embedding, help="Embedding size E.")
+SEED_OPT = typer.Option(_T.seed, help="Seed for initialisation and data order.")
+EVAL_OPT = typer.Option(_T.eval_every, help="Test perplexity every N steps (0: each epoch end).")
+OUT_OPT = typer.Option(_T.out, "--out", help="Folder that receives the run folder.")
+CPU_OPT = typer.Option(_T.cpu, help="Train on the CPU even where a GPU exists.")
+MAX_POEMS_OPT = typer.Option(_D.max_poems, help="Use only the first N poems (0: all).")
+
+
+def parse_opt_args(pairs: list[str]) -> tuple[tuple[str, object], ...]:
+    """--opt-arg key=value pairs; values are JSON (1e-3, true, [0.9, 0.99]) or plain strings."""
+    parsed = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PoemctlError(f"--opt-arg takes key=value, got '{pair}'")
+        try:
+            parsed.append((key, json.loads(value)))
+        except json.JSONDecodeError:
+            parsed.append((key, value))
+    return tuple(parsed)
+
+
+def make_config(**options) -> RunConfig:
+    """A RunConfig from CLI options, each routed to the config field of the same name."""
+    renames = {"optimizer": ("optim", "name"), "model": ("train", "model"), "out_dir": ("train", "out")}
+    parts: dict[str, dict] = {"data": {}, "model": {}, "optim": {}, "train": {}}
+    fields = {
+        part: {f.name for f in dataclasses.fields(kind)}
+        for part, kind in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig), ("train", TrainConfig))
+    }
+    for name, value in options.items():
+        part, field = renames.get(name) or next((p, name) for p in parts if name in fields[p])
+        parts[part][field] = value
+    return RunConfig(
+        data=DataConfig(**parts["data"]),
+        model=ModelConfig(**parts["model"]),
+        optim=OptimConfig(**parts["optim"]),
+        train=TrainConfig(**parts["train"]),
+    )
+
+
 @app.command()
 @user_errors
 def train(
-    model: str = typer.Option(_T.model, help="Model plugin (see `poemctl plugins`)."),
+    model: str = MODEL_OPT,
     optimizer: str = typer.Option(_O.name, help="Optimizer plugin: sgd, momentum, adagrad, adam, adamw, rmsprop…"),
-    epochs: int = typer.Option(_T.epochs, help="Passes over the training split."),
-    max_steps: int = typer.Option(_T.max_steps, help="Stop after this many optimizer steps (0: no limit)."),
-    batch_size: int = typer.Option(_T.batch_size, help="Poems per step (per process)."),
-    lr: float = typer.Option(_O.lr, help="Learning rate."),
+    epochs: int = EPOCHS_OPT,
+    max_steps: int = MAX_STEPS_OPT,
+    batch_size: int = BATCH_OPT,
+    lr: float = LR_OPT,
     momentum: float = typer.Option(_O.momentum, help="Momentum μ for the momentum optimizer."),
     weight_decay: float = typer.Option(_O.weight_decay, help="Weight decay (L2; decoupled for adamw)."),
-    hidden: int = typer.Option(_M.hidden, help="Hidden size H of the LSTM."),
-    embedding: int = typer.Option(_M.embedding, help="Embedding size E."),
-    seed: int = typer.Option(_T.seed, help="Seed for initialisation and data order."),
-    eval_every: int = typer.Option(_T.eval_every, help="Test perplexity every N steps (0: each epoch end)."),
+    betas: tuple[float, float] = typer.Option(_O.betas, help="Adam-family β1 β2."),
+    eps: float = typer.Option(_O.eps, help="ε of adagrad, adam, adamw, rmsprop."),
+    opt_arg: list[str] = typer.Option([], help="Any other optimizer argument as key=value (repeatable)."),
+    hidden: int = HIDDEN_OPT,
+    embedding: int = EMBEDDING_OPT,
+    seed: int = SEED_OPT,
+    eval_every: int = EVAL_OPT,
     clip: float = typer.Option(_T.clip, help="Clip the gradient norm to this (0: off)."),
     grad_accum: int = typer.Option(_T.grad_accum, help="Accumulate gradients over N batches per step."),
     mixed_precision: str = typer.Option(_T.mixed_precision, help="no, bf16 or fp16 (through Accelerate)."),
-    out_dir: str = typer.Option(_T.out, "--out", help="Folder that receives the run folder."),
-    cpu: bool = typer.Option(_T.cpu, help="Train on the CPU even where a GPU exists."),
+    out_dir: str = OUT_OPT,
+    cpu: bool = CPU_OPT,
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
     traditional: bool = typer.Option(_D.traditional, help="Keep traditional characters (no OpenCC t2s)."),
     keep_commas: bool = typer.Option(_D.keep_commas, help="Keep '，' (the course deletes it)."),
     min_freq: int = typer.Option(_D.min_freq, help="Characters seen fewer times become <unk>."),
     seq_len: int = typer.Option(_D.seq_len, help="Cut / front-pad every poem to this many characters."),
-    max_poems: int = typer.Option(_D.max_poems, help="Use only the first N poems (0: all)."),
+    max_poems: int = MAX_POEMS_OPT,
 ) -> None:
     """Train a model (course defaults: Adam, lr 0.01, batch 64, H=E=128, 10 epochs)."""
+    options = dict(locals())
+    options["extra"] = parse_opt_args(options.pop("opt_arg"))
+    result = _run(make_config(**options))
+    out.print(
+        f"{result.steps} steps; test perplexity {result.last_perplexity:.1f} "
+        f"(best {result.best_perplexity:.1f}); checkpoints in {result.run_dir}",
+        highlight=False,
+    )
+
+
+def _run(cfg: RunConfig):
+    """Train by cfg; a run that stops early (NaN, Ctrl-C) exits 1 with its one-line reason."""
     from poemctl.train import TrainingStopped
     from poemctl.train import train as run_training
 
-    cfg = RunConfig(
-        data=DataConfig(
-            corpus=corpus,
-            cache_dir=cache_dir,
-            traditional=traditional,
-            keep_commas=keep_commas,
-            min_freq=min_freq,
-            seq_len=seq_len,
-            max_poems=max_poems,
-        ),
-        model=ModelConfig(embedding=embedding, hidden=hidden),
-        optim=OptimConfig(name=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay),
-        train=TrainConfig(
-            model=model,
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            eval_every=eval_every,
-            clip=clip,
-            seed=seed,
-            out=out_dir,
-            cpu=cpu,
-            grad_accum=grad_accum,
-            mixed_precision=mixed_precision,
-        ),
-    )
     try:
         result = run_training(cfg, say=err.print)
     except TrainingStopped as e:
-        err.print(f"[bold red]stopped:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]stopped:[/] {e}", highlight=False)
         raise typer.Exit(1) from None
-    if result.run_dir is not None:
-        out.print(
-            f"{result.steps} steps; test perplexity {result.last_perplexity:.1f} "
-            f"(best {result.best_perplexity:.1f}); checkpoints in {result.run_dir}",
-            highlight=False,
-        )
+    if result.run_dir is None:  # not the main process: it prints nothing
+        raise typer.Exit(0)
+    return result
+
+
+@app.command()
+@user_errors
+def compare(
+    optimizers: str = typer.Option("sgd,momentum,adagrad,adam", help="Comma-separated optimizers to compare."),
+    model: str = MODEL_OPT,
+    epochs: int = EPOCHS_OPT,
+    max_steps: int = MAX_STEPS_OPT,
+    batch_size: int = BATCH_OPT,
+    lr: float = LR_OPT,
+    hidden: int = HIDDEN_OPT,
+    embedding: int = EMBEDDING_OPT,
+    seed: int = SEED_OPT,
+    eval_every: int = EVAL_OPT,
+    out_dir: str = typer.Option("runs/compare", "--out", help="Folder that receives one run per optimizer."),
+    cpu: bool = CPU_OPT,
+    corpus: str = CorpusOpt,
+    cache_dir: str = CacheOpt,
+    max_poems: int = MAX_POEMS_OPT,
+) -> None:
+    """Train the same model, seed and data order under each optimizer; plot the curves and tabulate."""
+    options = dict(locals())
+    from rich.table import Table
+
+    from poemctl.plots import plot_runs, read_metrics
+    from poemctl.registry import OPTIMIZERS
+
+    names = [n.strip() for n in options.pop("optimizers").split(",") if n.strip()]
+    if not names:
+        raise PoemctlError("--optimizers names no optimizer")
+    base = options.pop("out_dir")
+    configs = [make_config(**options, optimizer=name, out_dir=str(Path(base) / name)) for name in names]
+    for name in names:  # every name is checked before any training
+        OPTIMIZERS.get(name)
+    runs = [_run(cfg).run_dir for cfg in configs]
+    png = Path(base) / "compare.png"
+    plot_runs(runs, png, labels=names)
+    table = Table("optimizer", "final test ppl", "best test ppl", "steps", "run")
+    for name, run in zip(names, runs, strict=True):
+        evals = [r["test_perplexity"] for r in read_metrics(run) if "test_perplexity" in r]
+        steps = max(r["step"] for r in read_metrics(run))
+        table.add_row(name, f"{evals[-1]:.1f}", f"{min(evals):.1f}", str(steps), str(run))
+    out.print(table)
+    out.print(f"curves: {png}")
+
+
+@app.command()
+@user_errors
+def plot(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders (each with a metrics.jsonl)."),
+    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="PNG file to write."),
+) -> None:
+    """Draw the training-loss and test-perplexity curves of runs into one PNG."""
+    from poemctl.plots import plot_runs
+
+    plot_runs(run_dirs, output)
+    out.print(f"curves: {output}")
 
 
 @app.command()
@@ -245,6 +342,58 @@ def gradcheck_cmd(
     out.print(f"{'PASS' if ok else 'FAIL'}: max relative error {worst:.2e} vs autograd, {fd:.2e} vs finite differences")
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command("bench")
+@user_errors
+def bench_cmd(
+    models: str = typer.Option(
+        "cudnn-lstm,torch-lstm,numpy-lstm", help="Comma-separated models; the first is the reference."
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    batch_size: int = typer.Option(_T.batch_size, help="Poems per step."),
+    steps: int = typer.Option(20, help="Timed steps per model (after 2 warm-up steps)."),
+    corpus: str = CorpusOpt,
+    cache_dir: str = CacheOpt,
+) -> None:
+    """Training speed of each model on the course config: tokens/s, ms/step, memory, matmul bound."""
+    from rich.table import Table
+
+    from poemctl.bench import bench
+
+    if device not in ("cpu", "cuda"):
+        raise PoemctlError(f"--device must be cpu or cuda, got {device}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PoemctlError("--device cuda: no CUDA device is available here")
+    if batch_size < 1 or steps < 1:
+        raise PoemctlError("--batch-size and --steps must be at least 1")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    results = bench(names, DataConfig(corpus=corpus, cache_dir=cache_dir), batch_size, steps, device)
+    ref = results[0].tokens_per_s
+    table = Table(
+        "model",
+        "tokens/s",
+        "ms/step",
+        f"× {names[0]}",
+        "matmul bound",
+        "data loading",
+        "peak MiB",
+        title=f"course config, batch {batch_size}, {steps} steps, {device}",
+    )
+    for r in results:
+        table.add_row(
+            r.model,
+            f"{r.tokens_per_s:,.0f}",
+            f"{r.ms_per_step:.1f}",
+            f"{r.tokens_per_s / ref:.2f}",
+            f"{r.matmul_ms / r.ms_per_step:.0%}",
+            f"{r.load_fraction:.1%}",
+            f"{r.peak_mib:,.0f}",
+        )
+    out.print(table)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from poemctl.errors import PoemctlError
 
@@ -62,7 +63,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    extra: tuple[tuple[str, float], ...] = ()
+    extra: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, f"--lr must be greater than 0, got {self.lr}")

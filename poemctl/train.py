@@ -74,6 +74,14 @@ class MetricsLog:
             self._f.close()
 
 
+def make_optimizer(factory, params, cfg: RunConfig) -> torch.optim.Optimizer:
+    """factory(params, cfg.optim); arguments the optimizer refuses are a one-line error."""
+    try:
+        return factory(params, cfg.optim)
+    except (TypeError, ValueError) as e:
+        raise PoemctlError(f"optimizer '{cfg.optim.name}': {e}") from None
+
+
 def train(cfg: RunConfig, say=print) -> RunResult:
     """Train a model by cfg and return where its checkpoints are."""
     cpu = cfg.train.cpu
@@ -98,14 +106,15 @@ def _train(accelerator: Accelerator, cfg: RunConfig) -> RunResult:
     main = accelerator.is_main_process
     model_cls = MODELS.get(cfg.train.model)  # unknown names fail before any work
     optimizer_factory = OPTIMIZERS.get(cfg.optim.name)
-    run_dir = make_run_dir(cfg.train.out, cfg.train.model) if main else None
+    make_optimizer(optimizer_factory, [torch.nn.Parameter(torch.zeros(1))], cfg)  # bad arguments fail now
 
     set_seed(cfg.train.seed)
     with accelerator.main_process_first():  # the main process builds the cache, the others read it
         corpus = load_corpus(cfg.data)
+    run_dir = make_run_dir(cfg.train.out, cfg.train.model) if main else None
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(corpus.vocab)))
     model = model_cls(cfg.model)
-    optimizer = optimizer_factory(model.parameters(), cfg.optim)
+    optimizer = make_optimizer(optimizer_factory, model.parameters(), cfg)
     train_dl = batches(corpus.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
     test_dl = batches(corpus.test, cfg.train.batch_size)
     model, optimizer, train_dl, test_dl = accelerator.prepare(model, optimizer, train_dl, test_dl)

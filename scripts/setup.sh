@@ -9,3 +9,5 @@ fi
 .venv/bin/python -m pip install -q --upgrade "pip<27"
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# the third-party plugin package the tests train with (tests/plugin_pkg)
+.venv/bin/python -m pip install -q --no-deps -e tests/plugin_pkg

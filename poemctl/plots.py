@@ -1,0 +1,62 @@
+"""Curves of runs: training loss and test perplexity against steps, in one PNG (matplotlib)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from poemctl.errors import PoemctlError
+from poemctl.files import atomic_write
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of run_dir/metrics.jsonl; a last line cut short by a crash is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise PoemctlError(f"no metrics in {run_dir}: {e.strerror or e}") from None
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    if not records:
+        raise PoemctlError(f"{path} holds no records")
+    return records
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_runs(run_dirs: list[Path], png: str | Path, labels: list[str] | None = None) -> dict[str, list[str]]:
+    """Draw each run's loss (moving average) and test perplexity into png; returns each panel's curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = labels or [Path(d).name for d in run_dirs]
+    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run, label in zip(run_dirs, labels, strict=True):
+        records = read_metrics(run)
+        steps = [r for r in records if "loss" in r]
+        evals = [r for r in records if "test_perplexity" in r]
+        window = max(1, len(steps) // 50)
+        ax_loss.plot([r["step"] for r in steps], _smooth([r["loss"] for r in steps], window), label=label)
+        ax_ppl.plot([r["step"] for r in evals], [r["test_perplexity"] for r in evals], marker="o", label=label)
+    ax_loss.set(xlabel="step", ylabel="training loss (cross-entropy, moving average)", title="Training loss")
+    ax_ppl.set(xlabel="step", ylabel="test perplexity", yscale="log", title="Test perplexity")
+    for ax in (ax_loss, ax_ppl):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in (ax_loss, ax_ppl)}
