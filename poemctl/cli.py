@@ -138,6 +138,10 @@ def train(
     embedding: int = EMBEDDING_OPT,
     seed: int = SEED_OPT,
     eval_every: int = EVAL_OPT,
+    save_every: int = typer.Option(_T.save_every, help="Save the training state every N steps (0: epoch ends)."),
+    resume: Path | None = typer.Option(
+        None, help="Continue the run in this folder from its last saved state (its own options apply)."
+    ),
     clip: float = typer.Option(_T.clip, help="Clip the gradient norm to this (0: off)."),
     grad_accum: int = typer.Option(_T.grad_accum, help="Accumulate gradients over N batches per step."),
     mixed_precision: str = typer.Option(_T.mixed_precision, help="no, bf16 or fp16 (through Accelerate)."),
@@ -154,7 +158,8 @@ def train(
     """Train a model (course defaults: Adam, lr 0.01, batch 64, H=E=128, 10 epochs)."""
     options = dict(locals())
     options["extra"] = parse_opt_args(options.pop("opt_arg"))
-    result = _run(make_config(**options))
+    resume = options.pop("resume")
+    result = _run(None if resume else make_config(**options), resume=resume)
     out.print(
         f"{result.steps} steps; test perplexity {result.last_perplexity:.1f} "
         f"(best {result.best_perplexity:.1f}); checkpoints in {result.run_dir}",
@@ -162,13 +167,13 @@ def train(
     )
 
 
-def _run(cfg: RunConfig):
-    """Train by cfg; a run that stops early (NaN, Ctrl-C) exits 1 with its one-line reason."""
+def _run(cfg: RunConfig | None, resume: Path | None = None):
+    """Train by cfg (or resume a run); a run that stops early (NaN, Ctrl-C) exits 1 with its one-line reason."""
     from poemctl.train import TrainingStopped
     from poemctl.train import train as run_training
 
     try:
-        result = run_training(cfg, say=err.print)
+        result = run_training(cfg, say=err.print, resume=resume)
     except TrainingStopped as e:
         err.print(f"[bold red]stopped:[/] {e}", highlight=False)
         raise typer.Exit(1) from None

@@ -1,7 +1,8 @@
 """The training loop: one Accelerate loop for every model, from a laptop CPU to several GPUs.
 
 Read top to bottom: set up (data, model, optimizer, one `prepare`), then epochs of steps, evaluating test
-perplexity and saving checkpoints as it goes. Only the main process writes files and draws progress.
+perplexity, writing checkpoints and the training state as it goes. Only the main process writes files and
+draws progress. A run killed at any moment resumes from its last state with `poemctl train --resume DIR`.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -21,8 +23,10 @@ from poemctl import checkpoint
 from poemctl.config import RunConfig
 from poemctl.data import load_corpus
 from poemctl.errors import PoemctlError
+from poemctl.files import atomic_write_bytes
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, perplexity, split_batch, total_nll
+from poemctl.state import Position, load_state, save_state
 
 
 class TrainingStopped(Exception):
@@ -31,9 +35,9 @@ class TrainingStopped(Exception):
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a finished run is and how it ended."""
+    """Where a finished run is and how it ended (run_dir is None on processes other than the main one)."""
 
-    run_dir: Path
+    run_dir: Path | None
     steps: int
     best_perplexity: float
     last_perplexity: float
@@ -59,8 +63,14 @@ def make_run_dir(out: str, model: str) -> Path:
 class MetricsLog:
     """metrics.jsonl: one JSON object per line, flushed at once so a crash loses nothing written."""
 
-    def __init__(self, path: Path | None):
-        self._f = path.open("a", encoding="utf-8") if path is not None else None
+    def __init__(self, path: Path | None, keep_until_step: int | None = None):
+        self._f = None
+        if path is None:
+            return
+        if keep_until_step is not None and path.is_file():  # resuming: drop what came after the saved state
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= keep_until_step]
+            atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+        self._f = path.open("a", encoding="utf-8")
 
     def write(self, **record) -> None:
         """Append one record (ignored on processes other than the main one)."""
@@ -74,6 +84,25 @@ class MetricsLog:
             self._f.close()
 
 
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a line cut short by a crash is dropped
+
+
+def groups(loader: Iterable, n: int) -> Iterator[list]:
+    """Batches of loader in lists of n (the last list of an epoch may be shorter): one optimizer step each."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def make_optimizer(factory, params, cfg: RunConfig) -> torch.optim.Optimizer:
     """factory(params, cfg.optim); arguments the optimizer refuses are a one-line error."""
     try:
@@ -82,68 +111,90 @@ def make_optimizer(factory, params, cfg: RunConfig) -> torch.optim.Optimizer:
         raise PoemctlError(f"optimizer '{cfg.optim.name}': {e}") from None
 
 
-def train(cfg: RunConfig, say=print) -> RunResult:
-    """Train a model by cfg and return where its checkpoints are."""
-    cpu = cfg.train.cpu
-    if getattr(MODELS.get(cfg.train.model), "cpu_only", False) and not cpu:
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The configuration a run folder was started with."""
+    try:
+        return RunConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError) as e:
+        raise PoemctlError(f"{run_dir} is not a poemctl run folder (config.json: {e})") from None
+
+
+def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -> RunResult:
+    """Train a model by cfg (or continue the run in resume) and return where its checkpoints are."""
+    if resume is not None:
+        cfg = read_run_config(resume)
+    model_cls = MODELS.get(cfg.train.model)  # unknown names fail before any work
+    cpu = cfg.train.cpu or not torch.cuda.is_available()  # without cpu=True Accelerate runs no CPU process group
+    if getattr(model_cls, "cpu_only", False) and not cpu:
         cpu = True
-        if torch.cuda.is_available():
-            say(f"{cfg.train.model} runs on the CPU only: training on the CPU")
+        say(f"{cfg.train.model} runs on the CPU only: training on the CPU")
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.grad_accum,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e is shuffled by seed + e
     )
     try:
-        return _train(accelerator, cfg)
+        return _train(accelerator, cfg, model_cls, resume)
     finally:
         accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # without it a rank can abort at exit
 
 
-def _train(accelerator: Accelerator, cfg: RunConfig) -> RunResult:
+def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | None) -> RunResult:
     main = accelerator.is_main_process
-    model_cls = MODELS.get(cfg.train.model)  # unknown names fail before any work
     optimizer_factory = OPTIMIZERS.get(cfg.optim.name)
     make_optimizer(optimizer_factory, [torch.nn.Parameter(torch.zeros(1))], cfg)  # bad arguments fail now
 
     set_seed(cfg.train.seed)
     with accelerator.main_process_first():  # the main process builds the cache, the others read it
         corpus = load_corpus(cfg.data)
-    run_dir = make_run_dir(cfg.train.out, cfg.train.model) if main else None
+    run_dir = resume or (make_run_dir(cfg.train.out, cfg.train.model) if main else None)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(corpus.vocab)))
     model = model_cls(cfg.model)
     optimizer = make_optimizer(optimizer_factory, model.parameters(), cfg)
     train_dl = batches(corpus.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
     test_dl = batches(corpus.test, cfg.train.batch_size)
     model, optimizer, train_dl, test_dl = accelerator.prepare(model, optimizer, train_dl, test_dl)
-    pad = corpus.vocab.pad_id
+    pad, world, accum = corpus.vocab.pad_id, accelerator.num_processes, cfg.train.grad_accum
+    bare = accelerator.unwrap_model(model)
 
-    steps_per_epoch = math.ceil(len(train_dl) / cfg.train.grad_accum)
+    if resume is not None:
+        pos = load_state(resume, bare, optimizer)
+    else:
+        pos = Position(step=0, epoch=1, batches_done=0, best=math.inf, last=math.nan, evaluated_at=-1, wall_time=0)
+        if main:
+            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
+    steps_per_epoch = math.ceil(len(train_dl) / accum)
     total = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
-    if main:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
-    log = MetricsLog(run_dir / "metrics.jsonl" if main else None)
-    state = {"best": math.inf, "last": math.nan, "evaluated_at": -1}
+    log = MetricsLog(run_dir / "metrics.jsonl" if main else None, keep_until_step=pos.step if resume else None)
+    t0 = time.time() - pos.wall_time
 
-    def evaluate_and_save(step: int, epoch: int) -> None:
-        if state["evaluated_at"] == step:
-            return
+    def save(position: Position) -> None:
+        if main:
+            save_state(run_dir, bare.state_dict(), optimizer, replace(position, wall_time=time.time() - t0))
+        accelerator.wait_for_everyone()
+
+    def evaluate_and_save(position: Position) -> Position:
+        if position.evaluated_at == position.step:
+            return position
         nll, n = total_nll(model, test_dl, pad, gather=accelerator.gather_for_metrics)
         ppl = perplexity(nll, n)
-        state["last"], state["evaluated_at"] = ppl, step
         if main:
-            meta = checkpoint.CheckpointMeta(cfg.train.model, cfg, corpus.vocab, corpus.corpus_hash, step, epoch, ppl)
-            bare = accelerator.unwrap_model(model)
+            meta = checkpoint.CheckpointMeta(
+                cfg.train.model, cfg, corpus.vocab, corpus.corpus_hash, position.step, position.epoch, ppl
+            )
             checkpoint.save(run_dir / "last.safetensors", bare, meta)
-            if ppl < state["best"]:
+            if ppl < position.best:
                 checkpoint.save(run_dir / "best.safetensors", bare, meta)
-            log.write(step=step, epoch=epoch, test_perplexity=ppl, test_tokens=n, wall_time=time.time() - t0)
-        state["best"] = min(state["best"], ppl)
+            log.write(
+                step=position.step, epoch=position.epoch, test_perplexity=ppl, test_tokens=n, wall_time=time.time() - t0
+            )
         accelerator.wait_for_everyone()
+        return replace(position, best=min(position.best, ppl), last=ppl, evaluated_at=position.step)
 
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -153,52 +204,63 @@ def _train(accelerator: Accelerator, cfg: RunConfig) -> RunResult:
         TimeRemainingColumn(),
         disable=not main,
     )
-    task = progress.add_task("train", total=total, epoch=1, loss=math.nan, ppl=math.nan, tps=0.0)
-    t0 = time.time()
-    step, window_nll, window_count, window_tokens, tick = 0, 0.0, 0.0, 0, time.time()
+    task = progress.add_task(
+        "train", total=total, completed=pos.step, epoch=pos.epoch, loss=math.nan, ppl=pos.last, tps=0.0
+    )
     model.train()
     try:
         with progress:
-            for epoch in range(1, cfg.train.epochs + 1):
-                for (rows,) in train_dl:
-                    inputs, targets = split_batch(rows)
-                    with accelerator.accumulate(model):
-                        out = model(inputs, targets=targets, ignore_index=pad)
-                        # Mean over the scored targets of all ranks: N processes equal one with N× the batch.
-                        count = accelerator.reduce(out.count.sum().float(), "sum")
-                        loss = out.nll.sum() * accelerator.num_processes / count.clamp(min=1)
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and cfg.train.clip:
-                            accelerator.clip_grad_norm_(model.parameters(), cfg.train.clip)
-                        optimizer.step()
-                        optimizer.zero_grad()
-                    window_nll += accelerator.reduce(out.nll.sum().detach(), "sum").item()
-                    window_count += count.item()
-                    window_tokens += inputs.numel() * accelerator.num_processes
-                    if not accelerator.sync_gradients:
-                        continue
-                    step += 1
-                    loss_value = window_nll / max(window_count, 1)
+            while pos.step < total and pos.epoch <= cfg.train.epochs:
+                train_dl.set_epoch(pos.epoch)
+                loader = accelerator.skip_first_batches(train_dl, pos.batches_done) if pos.batches_done else train_dl
+                for group in groups(loader, accum):
+                    tick = time.time()
+                    pos = replace(pos, step=pos.step + 1, batches_done=pos.batches_done + len(group))
+                    # Loss = summed NLL / scored targets of the whole step (all ranks, all micro-batches), so
+                    # N processes or N accumulated batches equal one batch N times larger.
+                    targets_count = sum(int((rows[:, 1:] != pad).sum()) for (rows,) in group)
+                    count = accelerator.reduce(torch.tensor(float(targets_count), device=accelerator.device), "sum")
+                    step_nll = 0.0
+                    for (rows,) in group:
+                        inputs, targets = split_batch(rows)
+                        with accelerator.accumulate(model):
+                            out = model(inputs, targets=targets, ignore_index=pad)
+                            # accelerate divides by grad_accum and DDP averages over ranks: undo both.
+                            loss = out.nll.sum() * (world * accum) / count.clamp(min=1)
+                            accelerator.backward(loss)
+                            if accelerator.sync_gradients and cfg.train.clip:
+                                accelerator.clip_grad_norm_(model.parameters(), cfg.train.clip)
+                            optimizer.step()
+                            optimizer.zero_grad()
+                        step_nll += out.nll.detach().sum()
+                    loss_value = accelerator.reduce(step_nll, "sum").item() / max(count.item(), 1)
                     if not math.isfinite(loss_value):
                         kept = run_dir / "last.safetensors" if main else None
                         where = (
                             f"the last good checkpoint is {kept}" if kept and kept.is_file() else "no checkpoint yet"
                         )
-                        raise TrainingStopped(f"loss became {loss_value} at step {step}; stopped ({where})")
+                        raise TrainingStopped(f"loss became {loss_value} at step {pos.step}; stopped ({where})")
                     now = time.time()
-                    tps = window_tokens / max(now - tick, 1e-9)
-                    log.write(step=step, epoch=epoch, loss=loss_value, tokens_per_s=tps, wall_time=now - t0)
-                    progress.update(task, advance=1, epoch=epoch, loss=loss_value, tps=tps, ppl=state["last"])
-                    window_nll, window_count, window_tokens, tick = 0.0, 0.0, 0, now
-                    if cfg.train.eval_every and step % cfg.train.eval_every == 0:
-                        evaluate_and_save(step, epoch)
-                        progress.update(task, ppl=state["last"])
-                    if step >= total:
+                    tps = sum(rows.numel() for (rows,) in group) * world / max(now - tick, 1e-9)
+                    log.write(step=pos.step, epoch=pos.epoch, loss=loss_value, tokens_per_s=tps, wall_time=now - t0)
+                    progress.update(task, completed=pos.step, epoch=pos.epoch, loss=loss_value, tps=tps)
+                    if cfg.train.eval_every and pos.step % cfg.train.eval_every == 0:
+                        pos = evaluate_and_save(pos)
+                        progress.update(task, ppl=pos.last)
+                    if cfg.train.save_every and pos.step % cfg.train.save_every == 0:
+                        save(pos)
+                    if pos.step >= total:
                         break
-                evaluate_and_save(step, epoch)
-                progress.update(task, ppl=state["last"])
-                if step >= total:
-                    break
+                pos = evaluate_and_save(pos)
+                progress.update(task, ppl=pos.last)
+                if pos.batches_done >= len(train_dl):  # the epoch is complete
+                    pos = replace(pos, epoch=pos.epoch + 1, batches_done=0)
+                save(pos)
+    except KeyboardInterrupt:
+        save(pos)
+        raise TrainingStopped(
+            f"interrupted at step {pos.step}; the state is saved. Resume with: poemctl train --resume {run_dir}"
+        ) from None
     finally:
         log.close()
-    return RunResult(run_dir, step, state["best"], state["last"])
+    return RunResult(run_dir if main else None, pos.step, pos.best, pos.last)
