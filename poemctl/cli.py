@@ -240,44 +240,149 @@ def plot(
     out.print(f"curves: {output}")
 
 
+LINES_OPT = typer.Option(4, help="Number of lines (an --acrostic sets it).")
+CHARS_OPT = typer.Option(7, help="Characters per line: 5 (五言) or 7 (七言).")
+SEED_SAMPLE_OPT = typer.Option(None, help="Seed: the same seed and options write the same poems.")
+CKPT_OPT = typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs).")
+RUNS_OPT = typer.Option(_T.out, help="Where to look for the most recent run.")
+MODEL_RUN_OPT = typer.Option(None, help="Run the checkpoint in this model (default: its own).")
+STRATEGY_OPT = typer.Option("course", help="course (SPEC.md: top 5, then top 10), sample, or greedy.")
+TEMPERATURE_OPT = typer.Option(1.0, help="Softmax temperature (--strategy sample).")
+TOP_K_OPT = typer.Option(0, help="Keep the k likeliest characters (--strategy sample; 0: off).")
+TOP_P_OPT = typer.Option(1.0, help="Keep the smallest set of probability ≥ p (--strategy sample; 1: off).")
+ACROSTIC_OPT = typer.Option("", help="藏头诗: line k starts with the k-th of these characters, e.g. 春夏秋冬.")
+RHYME_OPT = typer.Option(False, help="End the even lines (and line 1 when its pattern asks) in one 平水韵 group.")
+TONES_OPT = typer.Option(False, help="Follow a regular 平仄 pattern of 五言/七言 绝句.")
+
+
+def _sampling(ckpt, runs, model, **options):
+    """The checkpoint's model and metadata, and the SampleConfig of the options."""
+    from poemctl import checkpoint
+    from poemctl.sampling import SampleConfig
+
+    cfg = SampleConfig(**options)  # bad numbers fail before the checkpoint is read
+    net, meta = checkpoint.load(ckpt or checkpoint.latest(runs), model)
+    return net, meta, cfg
+
+
 @app.command()
 @user_errors
 def sample(
-    first: str = typer.Argument(..., help="The poem's first character, e.g. 月."),
-    lines: int = typer.Option(4, help="Number of lines."),
-    chars: int = typer.Option(7, help="Characters per line: 5 (五言) or 7 (七言)."),
+    first: str = typer.Argument("月", help="The poem's first character (ignored with --acrostic)."),
+    lines: int = LINES_OPT,
+    chars: int = CHARS_OPT,
     num: int = typer.Option(1, help="How many poems to write."),
-    seed: int | None = typer.Option(None, help="Seed: the same seed writes the same poem."),
-    ckpt: Path | None = typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs)."),
-    runs: str = typer.Option(_T.out, help="Where to look for the most recent run."),
-    model: str | None = typer.Option(None, help="Run the checkpoint in this model (default: its own)."),
+    seed: int | None = SEED_SAMPLE_OPT,
+    strategy: str = STRATEGY_OPT,
+    temperature: float = TEMPERATURE_OPT,
+    top_k: int = TOP_K_OPT,
+    top_p: float = TOP_P_OPT,
+    acrostic: str = ACROSTIC_OPT,
+    rhyme: bool = RHYME_OPT,
+    tones: bool = TONES_OPT,
+    ckpt: Path | None = CKPT_OPT,
+    runs: str = RUNS_OPT,
+    model: str | None = MODEL_RUN_OPT,
 ) -> None:
-    """Write a poem that starts with FIRST (default: a 七言绝句, 4 lines of 7 characters)."""
-    from poemctl import checkpoint
+    """Write poems that start with FIRST (default: one 七言绝句, 4 lines of 7 characters)."""
     from poemctl.sampling import format_poem, write_poems
 
     if len(first) != 1:
         raise PoemctlError(f"give one start character, got '{first}'")
-    if lines < 1:
-        raise PoemctlError(f"--lines must be at least 1, got {lines}")
-    if chars not in (5, 7):
-        raise PoemctlError(f"--chars must be 5 or 7, got {chars}")
-    if num < 1:
-        raise PoemctlError(f"--num must be at least 1, got {num}")
-    path = ckpt or checkpoint.latest(runs)
-    net, meta = checkpoint.load(path, model)
-    poems = write_poems(
-        net,
-        meta.vocab,
-        first,
-        lines=lines,
-        chars=chars,
-        num=num,
-        seed=seed,
-        seq_len=meta.config.data.seq_len,
-        keep_commas=meta.config.data.keep_commas,
-    )
+    options = {k: v for k, v in locals().items() if k in SAMPLE_FIELDS}
+    net, meta, cfg = _sampling(ckpt, runs, model, **options)
+    data = meta.config.data
+    poems = write_poems(net, meta.vocab, first, cfg, seq_len=data.seq_len, keep_commas=data.keep_commas)
     out.print("\n\n".join(format_poem(p) for p in poems), highlight=False)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    num: int = typer.Option(1000, help="How many poems to write and score."),
+    first: str = typer.Option("", help="Start every poem with this character (default: 月, 山, 春, … in turn)."),
+    lines: int = LINES_OPT,
+    chars: int = CHARS_OPT,
+    seed: int | None = typer.Option(0, help="Seed for the poems."),
+    strategy: str = STRATEGY_OPT,
+    temperature: float = TEMPERATURE_OPT,
+    top_k: int = TOP_K_OPT,
+    top_p: float = TOP_P_OPT,
+    acrostic: str = ACROSTIC_OPT,
+    rhyme: bool = RHYME_OPT,
+    tones: bool = TONES_OPT,
+    ckpt: Path | None = CKPT_OPT,
+    runs: str = RUNS_OPT,
+    model: str | None = MODEL_RUN_OPT,
+    corpus: str | None = typer.Option(None, help="Corpus for the copy rate (default: the checkpoint's)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics to this JSON file."),
+) -> None:
+    """Write N poems and report form validity, rhyme and tone rates, copy rate, distinct-1/2, time per poem."""
+    import time
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from poemctl.data import load_corpus
+    from poemctl.files import atomic_write_bytes
+    from poemctl.poem_stats import line_set, poem_stats
+    from poemctl.prosody import Prosody
+    from poemctl.sampling import write_poems
+
+    options = {k: v for k, v in locals().items() if k in SAMPLE_FIELDS}
+    net, meta, cfg = _sampling(ckpt, runs, model, **options)
+    data = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
+    train_rows = load_corpus(data, vocab=meta.vocab).train
+    pad = meta.vocab.pad_id
+    seen = line_set([meta.vocab.decode(r[r != pad].tolist()) for r in train_rows], chars)
+    prosody = Prosody()
+    starts = list(first) or [c for c in "月山春风花秋江云日夜" if c in meta.vocab]
+    poems, seconds = [], 0.0
+    for i, start in enumerate(starts):  # one batch per start character
+        share = num // len(starts) + (i < num % len(starts))
+        if share == 0:
+            continue
+        t = time.perf_counter()
+        poems += write_poems(
+            net,
+            meta.vocab,
+            start,
+            replace(cfg, num=share, seed=(seed or 0) + i),
+            seq_len=data.seq_len,
+            keep_commas=data.keep_commas,
+            prosody=prosody,
+        )
+        seconds += time.perf_counter() - t
+    n_lines = len(acrostic) or lines
+    stats = poem_stats(poems, n_lines, chars, seconds, seen, prosody)
+    table = Table("statistic", "value", title=f"{stats.poems} poems, {n_lines}×{chars}, {strategy}")
+    for key, value in stats.as_dict().items():
+        table.add_row(
+            key,
+            f"{value:.1%}"
+            if isinstance(value, float) and key != "ms_per_poem"
+            else f"{value:.2f}"
+            if isinstance(value, float)
+            else str(value),
+        )
+    out.print(table)
+    if json_out is not None:
+        atomic_write_bytes(json_out, json.dumps(stats.as_dict(), indent=2).encode())
+
+
+SAMPLE_FIELDS = (
+    "lines",
+    "chars",
+    "num",
+    "seed",
+    "strategy",
+    "temperature",
+    "top_k",
+    "top_p",
+    "acrostic",
+    "rhyme",
+    "tones",
+)
 
 
 @app.command("perplexity")

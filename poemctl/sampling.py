@@ -1,26 +1,129 @@
-"""Writing poems: one character at a time, carrying (h, C) forward, by the course rule of SPEC.md."""
+"""Writing poems: one character at a time, carrying (h, C) forward, with the form enforced while sampling.
+
+Inside a line only normal characters can be drawn (punctuation and specials are masked); the line ends are
+forced, so every poem has exactly `lines` lines of `chars` characters whatever the checkpoint. Optional
+constraints narrow the allowed characters further: an acrostic, 平水韵 rhyme at the line ends, and the
+regular 平仄 patterns. All the poems of one call are written together, as one batch.
+"""
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
+
 import torch
 
-from poemctl.data import PAD, Vocab
+from poemctl.data import Vocab, is_normal
 from poemctl.errors import PoemctlError
 from poemctl.models.base import PoemModel
+from poemctl.prosody import FREE, PING, ZE, Prosody, patterns, rhymes_first_line
+
+STRATEGIES = ("course", "sample", "greedy")
+MIN_GROUP = 8  # a rhyme group needs this many characters in the vocabulary to be chosen
 
 
-def course_pick(probs: torch.Tensor, special: torch.Tensor, gen: torch.Generator) -> int:
-    """The course rule: draw from the top 5; while the draw is special, draw again from the top 10."""
-    top = torch.topk(probs, k=min(10, probs.numel())).indices
-    first = True
-    for _ in range(1000):
-        pool = top[:5] if first else top
-        pick = int(pool[torch.randint(len(pool), (1,), generator=gen)])
-        if not special[pick]:
-            return pick
-        first = False
-    # Every one of the top 10 is special: take the likeliest normal character instead.
-    return int(torch.argmax(probs.masked_fill(special, -1.0)))
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to write: the form, the strategy and the constraints."""
+
+    lines: int = 4
+    chars: int = 7
+    num: int = 1
+    seed: int | None = None
+    strategy: str = "course"  # course: SPEC.md's rule; sample: temperature / top-k / top-p; greedy
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    acrostic: str = ""  # line k starts with its k-th character; its length sets the number of lines
+    rhyme: bool = False
+    tones: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.chars in (5, 7), f"--chars must be 5 or 7, got {self.chars}"),
+            (self.lines >= 1, f"--lines must be at least 1, got {self.lines}"),
+            (self.num >= 1, f"--num must be at least 1, got {self.num}"),
+            (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy}"),
+            (self.temperature > 0, f"--temperature must be greater than 0, got {self.temperature}"),
+            (self.top_k >= 0, f"--top-k must be 0 (off) or more, got {self.top_k}"),
+            (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
+            (
+                self.strategy == "sample" or (self.temperature, self.top_k, self.top_p) == (1.0, 0, 1.0),
+                "--temperature, --top-k and --top-p apply to --strategy sample",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PoemctlError(message)
+
+
+class Constraints:
+    """Per-vocabulary masks: normal characters, tone classes and 平声 rhyme groups."""
+
+    def __init__(self, vocab: Vocab, prosody: Prosody | None):
+        V = len(vocab)
+        self.normal = torch.tensor([is_normal(t) for t in vocab.tokens])
+        self.ping_ok = self.normal.clone()
+        self.ze_ok = self.normal.clone()
+        self.groups: list[str] = []
+        self.member = torch.zeros(0, V, dtype=torch.bool)  # (G, V)
+        if prosody is None:
+            return
+        members: dict[str, list[int]] = {}
+        for i, t in enumerate(vocab.tokens):
+            if not self.normal[i]:
+                continue
+            tones = prosody.tones(t)
+            self.ping_ok[i] = not tones or PING in tones
+            self.ze_ok[i] = not tones or ZE in tones
+            for g in prosody.ping_groups(t):
+                members.setdefault(g, []).append(i)
+        self.groups = sorted(g for g, ids in members.items() if len(ids) >= MIN_GROUP)
+        self.member = torch.zeros(len(self.groups), V, dtype=torch.bool)
+        for gi, g in enumerate(self.groups):
+            self.member[gi, members[g]] = True
+
+    def tone_mask(self, tone: str) -> torch.Tensor:
+        """(V,) characters allowed where the pattern asks for tone."""
+        return {PING: self.ping_ok, ZE: self.ze_ok, FREE: self.normal}[tone]
+
+
+def choose(probs: torch.Tensor, allowed: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
+    """(N, V) probabilities and allowed masks → (N,) picks; rows with nothing allowed take their likeliest."""
+    N = probs.shape[0]
+    rows = torch.arange(N)
+    masked = probs * allowed + allowed * 1e-30  # allowed characters never sink to probability 0
+    if cfg.strategy == "greedy":
+        return masked.argmax(1)
+    if cfg.strategy == "sample":
+        if cfg.top_k:
+            kth = masked.topk(min(cfg.top_k, masked.shape[1]), dim=1).values[:, -1:]
+            masked = masked * (masked >= kth)
+        if cfg.top_p < 1:
+            sorted_p, order = masked.sort(dim=1, descending=True)
+            cum = sorted_p.cumsum(1) / sorted_p.sum(1, keepdim=True).clamp(min=1e-30)
+            keep_sorted = (cum - sorted_p / sorted_p.sum(1, keepdim=True).clamp(min=1e-30)) < cfg.top_p
+            masked = torch.zeros_like(masked).scatter(1, order, sorted_p * keep_sorted)
+        return torch.multinomial(masked, 1, generator=gen)[:, 0]
+    # The course rule: draw from the top 5; while the draw is not allowed, draw again from the top 10.
+    top = probs.topk(min(10, probs.shape[1]), dim=1).indices  # (N, 10)
+    ok = allowed.gather(1, top)
+    choice = torch.randint(min(5, top.shape[1]), (N,), generator=gen)
+    for _ in range(50):
+        bad = ~ok[rows, choice]
+        if not bad.any():
+            break
+        choice = torch.where(bad, torch.randint(top.shape[1], (N,), generator=gen), choice)
+    picks = top[rows, choice]
+    # Rows with no allowed character in their top 10 widen the window: the top 5 of the allowed ones.
+    stuck = ~ok[rows, choice]
+    if stuck.any():
+        wide = masked[stuck].topk(5, dim=1)
+        pick = torch.randint(5, (int(stuck.sum()),), generator=gen)
+        usable = wide.values[torch.arange(len(pick)), pick] > 0  # fewer than 5 allowed: take the first
+        pick = torch.where(usable, pick, torch.zeros_like(pick))
+        picks[stuck] = wide.indices[torch.arange(len(pick)), pick]
+    return picks
 
 
 def line_end(vocab: Vocab, index: int, lines: int, keep_commas: bool) -> str | None:
@@ -29,55 +132,85 @@ def line_end(vocab: Vocab, index: int, lines: int, keep_commas: bool) -> str | N
     return mark if mark in vocab else None
 
 
+def _check_start(vocab: Vocab, ch: str, what: str) -> int:
+    if ch not in vocab or vocab.index[ch] in vocab.special_ids:
+        raise PoemctlError(f"the {what} '{ch}' is not in this checkpoint's vocabulary")
+    return vocab.index[ch]
+
+
 @torch.no_grad()
 def write_poems(
     model: PoemModel,
     vocab: Vocab,
     first: str,
+    cfg: SampleConfig,
     *,
-    lines: int = 4,
-    chars: int = 7,
-    num: int = 1,
-    seed: int | None = None,
     seq_len: int = 80,
     keep_commas: bool = False,
+    prosody: Prosody | None = None,
 ) -> list[list[str]]:
-    """num poems of `lines` lines of `chars` characters starting with first; each poem a list of lines."""
-    if first not in vocab or first in (PAD,) or vocab.index[first] in vocab.special_ids:
-        raise PoemctlError(f"the start character '{first}' is not in this checkpoint's vocabulary")
-    gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-    special = torch.zeros(len(vocab), dtype=torch.bool)
-    special[list(vocab.special_ids)] = True
+    """cfg.num poems starting with first (or the acrostic's characters); each poem a list of lines."""
+    lines = len(cfg.acrostic) if cfg.acrostic else cfg.lines
+    starts = [_check_start(vocab, ch, "acrostic character") for ch in cfg.acrostic] if cfg.acrostic else []
+    if not starts:
+        starts = [_check_start(vocab, first, "start character")]
+    if (cfg.rhyme or cfg.tones) and prosody is None:
+        prosody = Prosody()
+    masks = Constraints(vocab, prosody if (cfg.rhyme or cfg.tones) else None)
+    seed = cfg.seed if cfg.seed is not None else random.randrange(2**63)
+    gen = torch.Generator().manual_seed(seed)
+    N, V = cfg.num, len(vocab)
+    shapes = list(patterns(cfg.chars, lines).items())
+    chosen = [shapes[i] for i in torch.randint(len(shapes), (N,), generator=gen).tolist()]
+    rhyme_lines = [[k % 2 == 1 or (k == 0 and rhymes_first_line(name)) for k in range(lines)] for name, _ in chosen]
+    if cfg.rhyme and not masks.groups:
+        raise PoemctlError("--rhyme: this vocabulary has no 平水韵 rhyme group with enough characters")
+    row_groups = torch.ones(N, len(masks.groups), dtype=torch.bool)  # groups each row may still rhyme in
+    used = torch.zeros(N, V, dtype=torch.bool)  # a rhyme character is not used twice
+
     model.eval()
     device = next(model.parameters()).device
     ends = [line_end(vocab, k, lines, keep_commas) for k in range(lines)]
     # Training rows are padded in front: read as much padding as a poem of this length had.
-    length = lines * chars + sum(e is not None for e in ends)
-    prefix = [vocab.pad_id] * max(seq_len - length, 1) + [vocab.index[first]]
-    tokens = torch.tensor([prefix] * num, device=device)
-    out = model(tokens)
+    length = lines * cfg.chars + sum(e is not None for e in ends)
+    prefix = torch.full((N, max(seq_len - length, 1)), vocab.pad_id, device=device)
+    out = model(prefix)
     state, logits = out.state, out.logits[:, -1]
-    poems: list[list[str]] = [[] for _ in range(num)]
+    poems = [["" for _ in range(lines)] for _ in range(N)]
     for k in range(lines):
-        line = [[first] if k == 0 else [] for _ in range(num)]
-        for pos in range(1 if k == 0 else 0, chars):
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
-            picks = [course_pick(probs[b], special, gen) for b in range(num)]
-            for b, p in enumerate(picks):
-                line[b].append(vocab.tokens[p])
-            if k == lines - 1 and pos == chars - 1:
+        for pos in range(cfg.chars):
+            if pos == 0 and (k == 0 or cfg.acrostic):
+                picks = torch.full((N,), starts[k if cfg.acrostic else 0])
+            else:
+                probs = torch.softmax(logits.float().cpu() / cfg.temperature, dim=-1)
+                allowed = masks.normal.expand(N, V).clone()
+                if cfg.tones:
+                    allowed &= torch.stack([masks.tone_mask(p[k][pos]) for _, p in chosen])
+                rhyming = torch.tensor([r[k] for r in rhyme_lines]) & (pos == cfg.chars - 1) & cfg.rhyme
+                if rhyming.any():
+                    fits = (row_groups.float() @ masks.member.float() > 0) & masks.ping_ok & ~used
+                    narrowed = allowed & fits
+                    # Never break the form: a row left with no rhyming character keeps its other masks.
+                    usable = rhyming & narrowed.any(1)
+                    allowed[usable] = narrowed[usable]
+                picks = choose(probs, allowed, cfg, gen)
+                if rhyming.any():
+                    r = rhyming.nonzero()[:, 0]
+                    row_groups[r] &= masks.member[:, picks[r]].t()
+                    used[r, picks[r]] = True
+            for b, p in enumerate(picks.tolist()):
+                poems[b][k] += vocab.tokens[p]
+            if k == lines - 1 and pos == cfg.chars - 1:
                 break  # the poem is complete: no need to read its last character
-            feed = [picks]
-            if pos == chars - 1 and ends[k] is not None:
-                feed.append([vocab.index[ends[k]]] * num)
-            out = model(torch.tensor(feed, device=device).t(), state=state)  # (num, 1 or 2) new tokens only
+            feed = [picks.to(device)]
+            if pos == cfg.chars - 1 and ends[k] is not None:
+                feed.append(torch.full((N,), vocab.index[ends[k]], device=device))
+            out = model(torch.stack(feed, 1), state=state)  # (N, 1 or 2): the new characters only
             state, logits = out.state, out.logits[:, -1]
-        for b in range(num):
-            poems[b].append("".join(line[b]))
     return poems
 
 
 def format_poem(poem_lines: list[str]) -> str:
     """Lines with "，" after odd lines and "。" after even ones (and after the last)."""
     marks = ["，" if k % 2 == 0 and k < len(poem_lines) - 1 else "。" for k in range(len(poem_lines))]
-    return "\n".join(line + mark for line, mark in zip(poem_lines, marks, strict=False))
+    return "\n".join(line + mark for line, mark in zip(poem_lines, marks, strict=True))

@@ -1,48 +1,179 @@
+import json
+
+import pytest
 import torch
+from typer.testing import CliRunner
 
+from poemctl.cli import app
 from poemctl.config import ModelConfig
-from poemctl.data import PAD, UNK, Vocab
+from poemctl.data import load_corpus
+from poemctl.errors import PoemctlError
 from poemctl.models.torch_lstm import TorchLSTM
-from poemctl.sampling import course_pick, format_poem, write_poems
+from poemctl.poem_stats import valid_form
+from poemctl.prosody import Prosody
+from poemctl.sampling import SampleConfig, choose, format_poem, write_poems
 
-VOCAB = Vocab((PAD, UNK, "。", *"春夏秋冬月山水江花风云雨"))
-
-
-def test_course_pick_draws_from_the_top_five():
-    probs = torch.linspace(1, 0.1, 15).softmax(0)
-    special = torch.zeros(15, dtype=torch.bool)
-    gen = torch.Generator().manual_seed(0)
-    picks = {course_pick(probs, special, gen) for _ in range(300)}
-    assert picks == {0, 1, 2, 3, 4}
+runner = CliRunner()
 
 
-def test_course_pick_redraws_specials_from_the_top_ten():
-    probs = torch.linspace(1, 0.1, 15).softmax(0)
-    special = torch.zeros(15, dtype=torch.bool)
-    special[:5] = True  # the whole top 5 is punctuation
-    gen = torch.Generator().manual_seed(0)
-    picks = {course_pick(probs, special, gen) for _ in range(300)}
-    assert picks == {5, 6, 7, 8, 9}
+@pytest.fixture(scope="module")
+def prosody():
+    return Prosody()
 
 
-def test_course_pick_falls_back_when_top_ten_is_special():
-    probs = torch.linspace(1, 0.1, 15).softmax(0)
-    special = torch.zeros(15, dtype=torch.bool)
-    special[:10] = True
-    assert course_pick(probs, special, torch.Generator().manual_seed(0)) == 10
-
-
-def test_untrained_model_keeps_the_form():
+@pytest.fixture
+def untrained(data_cfg):
+    """A random, untrained model over the real vocabulary of the corpus slice."""
+    vocab = load_corpus(data_cfg).vocab
     torch.manual_seed(0)
-    model = TorchLSTM(ModelConfig(vocab_size=len(VOCAB), hidden=8, embedding=4))
-    poems = write_poems(model, VOCAB, "月", lines=4, chars=5, num=20, seed=1)
-    for poem in poems:
-        assert len(poem) == 4 and all(len(line) == 5 for line in poem)
-        assert poem[0][0] == "月"
-        assert not set("".join(poem)) & {PAD, UNK, "。"}
+    return TorchLSTM(ModelConfig(vocab_size=len(vocab), hidden=16, embedding=8)), vocab
+
+
+def _probs(n=15):
+    return torch.linspace(1, 0.1, n).softmax(0).expand(400, n)
+
+
+def test_course_rule_draws_from_the_top_five():
+    allowed = torch.ones(400, 15, dtype=torch.bool)
+    picks = choose(_probs(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
+    assert set(picks.tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_course_rule_redraws_from_the_top_ten():
+    allowed = torch.ones(400, 15, dtype=torch.bool)
+    allowed[:, :5] = False  # the whole top 5 is punctuation
+    picks = choose(_probs(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
+    assert set(picks.tolist()) == {5, 6, 7, 8, 9}
+
+
+def test_course_rule_widens_when_the_top_ten_is_masked():
+    allowed = torch.ones(400, 15, dtype=torch.bool)
+    allowed[:, :10] = False
+    picks = choose(_probs(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
+    assert set(picks.tolist()) == {10, 11, 12, 13, 14}
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SampleConfig(strategy="greedy"),
+        SampleConfig(strategy="sample", top_k=3),
+        SampleConfig(strategy="sample", top_p=0.3, temperature=0.5),
+    ],
+)
+def test_other_strategies_respect_the_mask(cfg):
+    allowed = torch.ones(400, 15, dtype=torch.bool)
+    allowed[:, 0] = False
+    picks = choose(_probs(), allowed, cfg, torch.Generator().manual_seed(0))
+    assert 0 not in picks.tolist()
+    if cfg.strategy == "greedy":
+        assert set(picks.tolist()) == {1}
+    if cfg.top_k == 3:
+        assert set(picks.tolist()) == {1, 2, 3}
+
+
+@pytest.mark.parametrize("strategy", ["course", "sample", "greedy"])
+@pytest.mark.parametrize("chars", [5, 7])
+def test_form_is_guaranteed_even_untrained(untrained, strategy, chars):
+    model, vocab = untrained
+    poems = write_poems(model, vocab, "月", SampleConfig(chars=chars, num=1000, seed=1, strategy=strategy))
+    assert len(poems) == 1000
+    assert all(valid_form(p, 4, chars) and p[0][0] == "月" for p in poems)
+
+
+def test_incremental_decoding_never_rereads_the_prefix(untrained):
+    model, vocab = untrained
+    lengths = []
+    real = model.forward
+
+    def spy(tokens, *args, **kwargs):
+        lengths.append(tokens.shape[1])
+        return real(tokens, *args, **kwargs)
+
+    model.forward = spy
+    write_poems(model, vocab, "月", SampleConfig(num=3, seed=0))
+    assert lengths[0] > 10 and max(lengths[1:]) <= 2 and len(lengths) == 28
+
+
+def test_acrostic(untrained):
+    model, vocab = untrained
+    poems = write_poems(model, vocab, "x", SampleConfig(acrostic="春夏秋冬", chars=5, num=50, seed=3))
+    assert all([line[0] for line in p] == list("春夏秋冬") for p in poems)
+    assert all(valid_form(p, 4, 5) for p in poems)
+    with pytest.raises(PoemctlError, match="acrostic character '龘'"):
+        write_poems(model, vocab, "x", SampleConfig(acrostic="春龘", num=1))
+
+
+def test_same_seed_same_poems(untrained):
+    model, vocab = untrained
+    for strategy in ("course", "sample"):
+        a = write_poems(model, vocab, "山", SampleConfig(num=5, seed=7, strategy=strategy))
+        b = write_poems(model, vocab, "山", SampleConfig(num=5, seed=7, strategy=strategy))
+        c = write_poems(model, vocab, "山", SampleConfig(num=5, seed=8, strategy=strategy))
+        assert a == b and a != c
+
+
+def test_rhyme_and_tones_hold_even_untrained(untrained, prosody):
+    model, vocab = untrained
+    poems = write_poems(model, vocab, "月", SampleConfig(num=300, seed=2, rhyme=True, tones=True), prosody=prosody)
+    assert all(valid_form(p, 4, 7) for p in poems)
+    assert sum(prosody.rhymed(p) for p in poems) / 300 >= 0.95
+    assert sum(prosody.tonal(p) for p in poems) / 300 >= 0.95
+    free = write_poems(model, vocab, "月", SampleConfig(num=300, seed=2), prosody=prosody)
+    assert sum(prosody.rhymed(p) for p in free) / 300 < 0.5  # the constraint is what makes them rhyme
+
+
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [
+        ({"chars": 6}, "--chars"),
+        ({"lines": 0}, "--lines"),
+        ({"num": 0}, "--num"),
+        ({"strategy": "beam"}, "--strategy"),
+        ({"top_k": 5}, "apply to --strategy sample"),
+        ({"strategy": "sample", "top_p": 0}, "--top-p"),
+        ({"strategy": "sample", "temperature": 0}, "--temperature"),
+    ],
+)
+def test_bad_sampling_options(kwargs, text):
+    with pytest.raises(PoemctlError, match=text):
+        SampleConfig(**kwargs)
 
 
 def test_format_poem():
     assert format_poem(["一二三四五", "上山下水风", "甲乙丙丁戊", "子丑寅卯辰"]) == (
         "一二三四五，\n上山下水风。\n甲乙丙丁戊，\n子丑寅卯辰。"
     )
+
+
+def test_sample_cli_acrostic_and_rhyme(trained):
+    result = runner.invoke(
+        app,
+        [
+            "sample",
+            "--acrostic",
+            "春夏秋冬",
+            "--rhyme",
+            "--tones",
+            "--seed",
+            "1",
+            "--ckpt",
+            str(trained / "best.safetensors"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert [line[0] for line in lines] == list("春夏秋冬") and all(len(line) == 8 for line in lines)
+
+
+def test_evaluate_cli(trained, tmp_path):
+    out = tmp_path / "stats.json"
+    result = runner.invoke(
+        app, ["evaluate", "--num", "40", "--rhyme", "--ckpt", str(trained / "best.safetensors"), "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(out.read_text())
+    assert stats["poems"] == 40 and stats["form_valid"] == 1.0 and stats["rhymed"] >= 0.95
+    assert 0 <= stats["copy_rate"] <= 1 and 0 < stats["distinct_1"] <= 1 and stats["ms_per_poem"] > 0
+    for key in ("form_valid", "rhymed", "tonal", "copy_rate", "distinct_1", "distinct_2", "ms_per_poem"):
+        assert key in result.output
