@@ -81,3 +81,12 @@ def test_latest_prefers_best(tmp_path):
     assert checkpoint.latest(tmp_path) == run / "last.safetensors"
     (run / "best.safetensors").write_bytes(b"")
     assert checkpoint.latest(tmp_path) == run / "best.safetensors"
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path, _, _ = _saved(tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

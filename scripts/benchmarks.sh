@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The full-corpus benchmarks reported in README.md (not tests). Each writes under $OUT (default bench-out/).
+# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|study|speed|parity|poems]...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CORPUS=${1:?corpus folder, e.g. ../shared/chinese-poetry}; shift
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+D=(--corpus "$CORPUS" --cache-dir "$OUT/cache")
+[ $# -gt 0 ] || set -- main study speed parity poems
+for what in "$@"; do
+  case $what in
+    main)    # issue 2: the course preset, 10 epochs, torch-lstm
+      poemctl train "${D[@]}" --out "$OUT/main"
+      poemctl plot "$OUT"/main/* -o "$OUT/main.png" ;;
+    study)   # issue 4: the four optimizers, same seed and data order, same number of steps
+      poemctl compare --optimizers sgd,momentum,adagrad,adam --max-steps 500 --eval-every 250 "${D[@]}" \
+        --out "$OUT/study" ;;
+    speed)   # issues 3 and 7: tokens/s side by side, in one run
+      poemctl bench --models cudnn-lstm,torch-lstm,numpy-lstm --steps 20 "${D[@]}" ;;
+    parity)  # issue 3: numpy-lstm and torch-lstm loss curves, same seed and data order, 200 steps
+      for m in torch-lstm numpy-lstm; do
+        poemctl train --model "$m" --max-steps 200 --save-every 0 "${D[@]}" --out "$OUT/parity/$m"
+      done
+      python - "$OUT/parity" <<'PY'
+import json, pathlib, sys
+runs = {m: next((pathlib.Path(sys.argv[1]) / m).iterdir()) for m in ("torch-lstm", "numpy-lstm")}
+loss = {m: [json.loads(x)["loss"] for x in (r / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+        for m, r in runs.items()}
+rel = [abs(a - b) / b for a, b in zip(loss["numpy-lstm"], loss["torch-lstm"], strict=True)]
+print(f"parity over {len(rel)} steps: max relative loss difference {max(rel):.2e}, mean {sum(rel) / len(rel):.2e}")
+PY
+      ;;
+    poems)   # issue 6: 1000 poems from the best main checkpoint, without and with --rhyme / --tones
+      ckpt=$(ls -t "$OUT"/main/*/best.safetensors | head -1)
+      poemctl evaluate --ckpt "$ckpt" --num 1000 --corpus "$CORPUS" --json "$OUT/poems-plain.json"
+      poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --corpus "$CORPUS" --json "$OUT/poems-rhyme.json"
+      poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --tones --corpus "$CORPUS" --json "$OUT/poems-tones.json"
+      poemctl sample 月 --ckpt "$ckpt" --num 3 --seed 1 --rhyme --tones ;;
+    *) echo "unknown benchmark: $what" >&2; exit 2 ;;
+  esac
+done
