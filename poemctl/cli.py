@@ -223,7 +223,7 @@ def compare(
         evals = [r["test_perplexity"] for r in read_metrics(run) if "test_perplexity" in r]
         steps = max(r["step"] for r in read_metrics(run))
         table.add_row(name, f"{evals[-1]:.1f}", f"{min(evals):.1f}", str(steps), str(run))
-    out.print(table)
+    out.print(table, width=max(out.width, 120))  # never truncate the run folders
     out.print(f"curves: {png}")
 
 
@@ -503,7 +503,7 @@ def bench_cmd(
             f"{r.load_fraction:.1%}",
             f"{r.peak_mib:,.0f}",
         )
-    out.print(table)
+    out.print(table, width=max(out.width, 100))  # never truncate the model names
 
 
 @app.command()

@@ -171,3 +171,23 @@ def test_plugins_lists_builtins():
     assert result.exit_code == 0
     for name in ["torch-lstm", "sgd", "momentum", "adagrad", "adam"]:
         assert name in result.output
+
+
+def test_train_corrupt_corpus_file_is_named(tmp_path):
+    import shutil
+
+    folder = tmp_path / "corpus" / "全唐诗"
+    folder.mkdir(parents=True)
+    shutil.copyfile(CORPUS / "全唐诗" / "poet.tang.0.json", folder / "poet.tang.0.json")
+    (folder / "poet.tang.1000.json").write_text('[{"paragraphs": ["cut')
+    result = run("train", *TINY_ARGS, "--corpus", tmp_path / "corpus", "--max-poems", "0", "--out", tmp_path / "r")
+    _one_line_error(result, "corrupt corpus file poet.tang.1000.json")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_corpus_empty_after_filtering(tmp_path):
+    folder = tmp_path / "corpus" / "全唐诗"
+    folder.mkdir(parents=True)
+    (folder / "poet.tang.0.json").write_text('[{"paragraphs": ["，"]}]')
+    result = run("train", *TINY_ARGS, "--corpus", tmp_path / "corpus", "--out", tmp_path / "r")
+    _one_line_error(result, "no poem of 2 or more characters")

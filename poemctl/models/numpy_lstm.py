@@ -115,7 +115,7 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     probs = sel @ w_y.T + b_y  # (N, V) logits, turned into probabilities in place
     probs -= probs.max(axis=1, keepdims=True)
     np.exp(probs, out=probs)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs *= 1.0 / probs.sum(axis=1, keepdims=True)  # one division per row, not per entry
     target = targets_t[mask]
     rows = np.nonzero(mask)[1]
     nll = -np.log(probs[np.arange(len(target)), target])
