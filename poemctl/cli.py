@@ -32,6 +32,11 @@ warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n
 _D, _T, _O, _M = DataConfig(), TrainConfig(), OptimConfig(), ModelConfig()
 
 
+def print_wide(table, width: int) -> None:
+    """Print a table at least width columns wide, so that names are never cut (a pipe reports 80)."""
+    Console(soft_wrap=True, width=max(out.width, width)).print(table)
+
+
 def user_errors(fn):
     """Turn PoemctlError into one line on stderr and exit code 2, with no traceback."""
 
@@ -223,7 +228,7 @@ def compare(
         evals = [r["test_perplexity"] for r in read_metrics(run) if "test_perplexity" in r]
         steps = max(r["step"] for r in read_metrics(run))
         table.add_row(name, f"{evals[-1]:.1f}", f"{min(evals):.1f}", str(steps), str(run))
-    out.print(table, width=max(out.width, 120))  # never truncate the run folders
+    print_wide(table, 120)
     out.print(f"curves: {png}")
 
 
@@ -503,7 +508,7 @@ def bench_cmd(
             f"{r.load_fraction:.1%}",
             f"{r.peak_mib:,.0f}",
         )
-    out.print(table, width=max(out.width, 100))  # never truncate the model names
+    print_wide(table, 100)
 
 
 @app.command()

@@ -94,7 +94,7 @@ class LossCache(NamedTuple):
     tokens_t: np.ndarray  # (T, B) inputs, time-major
     rows: np.ndarray  # (N,) batch row of each scored target
     mask: np.ndarray  # (T, B) scored targets
-    sel: np.ndarray  # (N, H) hidden states at scored targets
+    sel: np.ndarray  # (N, H+1) hidden states at scored targets, and a column of ones
     probs: np.ndarray  # (N, V) softmax
     target: np.ndarray  # (N,) target ids
     lstm: LSTMCache
@@ -108,14 +108,15 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     """(B, T) tokens and targets → per-row summed NLL (B,), scored counts (B,), cache."""
     emb, w_ih, w_hh, b, w_y, b_y = params
     tokens_t, targets_t = tokens.T, targets.T
-    B = tokens.shape[0]
-    hs, lstm = lstm_forward(emb[tokens_t], w_ih, w_hh, b, *_zeros_state(B, w_hh.shape[1], emb.dtype))
+    B, H = tokens.shape[0], w_hh.shape[1]
+    hs, lstm = lstm_forward(emb[tokens_t], w_ih, w_hh, b, *_zeros_state(B, H, emb.dtype))
     mask = targets_t != ignore_index
-    sel = hs[mask]  # (N, H): the output layer runs on scored positions only
-    probs = sel @ w_y.T + b_y  # (N, V) logits, turned into probabilities in place
-    probs -= probs.max(axis=1, keepdims=True)
-    np.exp(probs, out=probs)
-    probs *= 1.0 / probs.sum(axis=1, keepdims=True)  # one division per row, not per entry
+    # The output layer runs on scored positions only; a column of ones carries the bias into the product.
+    sel = np.empty((int(mask.sum()), H + 1), dtype=emb.dtype)  # (N, H+1)
+    sel[:, :H] = hs[mask]
+    sel[:, H] = 1.0
+    w_aug = np.concatenate([w_y.T, b_y[None]])  # (H+1, V)
+    probs = _softmax(sel, w_aug)  # (N, V)
     target = targets_t[mask]
     rows = np.nonzero(mask)[1]
     nll = -np.log(probs[np.arange(len(target)), target])
@@ -123,16 +124,36 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     return per_row, mask.sum(0), LossCache(tokens_t, rows, mask, sel, probs, target, lstm)
 
 
+def _softmax(sel: np.ndarray, w_aug: np.ndarray) -> np.ndarray:
+    """softmax(sel @ w_aug) by rows, in place; without the max-subtraction pass unless exp overflows."""
+    probs = sel @ w_aug
+    with np.errstate(over="ignore"):
+        np.exp(probs, out=probs)
+    sums = probs.sum(axis=1, keepdims=True)
+    if not np.isfinite(sums).all():  # large logits: the stable (slower) way
+        probs = sel @ w_aug
+        probs -= probs.max(axis=1, keepdims=True)
+        np.exp(probs, out=probs)
+        sums = probs.sum(axis=1, keepdims=True)
+    probs *= 1.0 / sums  # one division per row, not per entry
+    return probs
+
+
 def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray]:
     """Upstream gradient of the per-row NLL (B,) → gradients of params, same order and shapes."""
     emb, w_ih, w_hh, b, w_y, b_y = params
-    dlogits = cache.probs  # reused in place: y − onehot, scaled by each row's upstream gradient
+    H = w_hh.shape[1]
+    dlogits = cache.probs  # reused in place: y − onehot, times each row's upstream gradient
     dlogits[np.arange(len(cache.target)), cache.target] -= 1.0
-    dlogits *= dnll[cache.rows][:, None]
-    dw_y = dlogits.T @ cache.sel
-    db_y = dlogits.sum(0)
-    dhs = np.zeros(cache.lstm.acts.shape[:2] + (w_hh.shape[1],), dtype=emb.dtype)
-    dhs[cache.mask] = dlogits @ w_y  # δh_t = W_yᵀ(y_t − onehot_t)
+    up = dnll[cache.rows]
+    uniform = len(up) > 0 and bool((up == up[0]).all())  # the usual mean loss: scale the small products
+    scale = up[0] if uniform else 1.0
+    if not uniform:
+        dlogits *= up[:, None]
+    dw_aug = dlogits.T @ cache.sel  # (V, H+1): W_y's gradient and, in the last column, b_y's
+    dw_y, db_y = dw_aug[:, :H] * scale, dw_aug[:, H] * scale
+    dhs = np.zeros(cache.lstm.acts.shape[:2] + (H,), dtype=emb.dtype)
+    dhs[cache.mask] = (dlogits @ w_y) * scale  # δh_t = W_yᵀ(y_t − onehot_t)
     dx, dw_ih, dw_hh, db = lstm_backward(dhs, cache.lstm)
     demb = np.zeros_like(emb)
     np.add.at(demb, cache.tokens_t.ravel(), dx.reshape(-1, emb.shape[1]))

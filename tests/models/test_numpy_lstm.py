@@ -113,3 +113,26 @@ def test_training_parity_with_torch_lstm(tmp_path):
     worst = max(abs(x - y) / y for x, y in zip(a, b, strict=True))
     assert worst < 0.01, worst
     assert a[-1] < a[0] - 0.5  # and it did learn
+
+
+def test_per_row_upstream_gradients_match_autograd():
+    a, b = _pair()
+    tokens = torch.randint(1, 30, (4, 7))
+    targets = torch.randint(1, 30, (4, 7))
+    targets[:, :2] = 0
+    weights = torch.tensor([0.5, 2.0, -1.0, 3.0], dtype=torch.float64)  # not the uniform mean-loss case
+    for m in (a, b):
+        (m(tokens, targets=targets, ignore_index=0).nll * weights).sum().backward()
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_large_logits_take_the_stable_softmax():
+    a, b = _pair()
+    with torch.no_grad():
+        for m in (a, b):
+            m.output.bias[3] = 200.0  # exp(200) overflows without the max subtraction
+    tokens, targets = torch.randint(1, 30, (2, 5)), torch.randint(1, 30, (2, 5))
+    out_a, out_b = (m(tokens, targets=targets, ignore_index=0) for m in (a, b))
+    assert torch.isfinite(out_a.nll).all()
+    torch.testing.assert_close(out_a.nll, out_b.nll)
