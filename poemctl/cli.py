@@ -362,14 +362,8 @@ def evaluate(
     stats = poem_stats(poems, n_lines, chars, seconds, seen, prosody)
     table = Table("statistic", "value", title=f"{stats.poems} poems, {n_lines}×{chars}, {strategy}")
     for key, value in stats.as_dict().items():
-        table.add_row(
-            key,
-            f"{value:.1%}"
-            if isinstance(value, float) and key != "ms_per_poem"
-            else f"{value:.2f}"
-            if isinstance(value, float)
-            else str(value),
-        )
+        shown = str(value) if key == "poems" else f"{value:.2f}" if key == "ms_per_poem" else f"{value:.1%}"
+        table.add_row(key, shown)
     out.print(table)
     if json_out is not None:
         atomic_write_bytes(json_out, json.dumps(stats.as_dict(), indent=2).encode())
