@@ -77,6 +77,34 @@ def data_download(
     out.print(f"{len(paths)} files in {paths[0].parent}")
 
 
+@data_app.command("info")
+@user_errors
+def data_info(
+    corpus: str = CorpusOpt,
+    cache_dir: str = CacheOpt,
+    max_poems: int = typer.Option(_D.max_poems, help="Use only the first N poems (0: all)."),
+) -> None:
+    """Summarise the corpus under the course preset: files, poems, vocabulary, split sizes, padding."""
+    from rich.table import Table
+
+    from poemctl.corpus import corpus_files
+    from poemctl.data import load_corpus
+
+    data = load_corpus(DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems))
+    rows = len(data.train) + len(data.test)
+    scored = float((data.train[:, 1:] != data.vocab.pad_id).float().mean())
+    table = Table("", "", show_header=False)
+    for key, value in [
+        ("corpus", f"{corpus} ({len(corpus_files(corpus))} files, hash {data.corpus_hash})"),
+        ("poems kept", f"{rows:,}"),
+        ("vocabulary", f"{len(data.vocab):,} tokens (padding and <unk> included)"),
+        ("train / test", f"{len(data.train):,} / {len(data.test):,} poems"),
+        ("row length", f"{data.train.shape[1]} characters; {scored:.0%} of training targets are not padding"),
+    ]:
+        table.add_row(key, value)
+    print_wide(table, 100)
+
+
 # Options shared by `train` and `compare`; each maps onto the config field of the same name.
 MODEL_OPT = typer.Option(_T.model, help="Model plugin (see `poemctl plugins`).")
 EPOCHS_OPT = typer.Option(_T.epochs, help="Passes over the training split.")

@@ -191,3 +191,10 @@ def test_train_corpus_empty_after_filtering(tmp_path):
     (folder / "poet.tang.0.json").write_text('[{"paragraphs": ["，"]}]')
     result = run("train", *TINY_ARGS, "--corpus", tmp_path / "corpus", "--out", tmp_path / "r")
     _one_line_error(result, "no poem of 2 or more characters")
+
+
+def test_data_info(tmp_path):
+    result = run("data", "info", "--corpus", CORPUS, "--cache-dir", tmp_path / "c", "--max-poems", "400")
+    assert result.exit_code == 0, result.output
+    assert "58 files" in result.output and "320 / 80 poems" in result.output and "vocabulary" in result.output
+    _one_line_error(run("data", "info", "--corpus", tmp_path / "none"), "poemctl data download")
