@@ -84,13 +84,6 @@ def _open(path: Path):
         raise PoemctlError(f"{path} is not a readable safetensors file ({e})") from None
 
 
-def read_meta(path: str | Path) -> CheckpointMeta:
-    """The metadata of the checkpoint at path."""
-    path = Path(path)
-    with _open(path) as f:
-        return CheckpointMeta.from_strings(f.metadata() or {}, path)
-
-
 def load(path: str | Path, model_name: str | None = None) -> tuple[PoemModel, CheckpointMeta]:
     """The model stored at path (as model_name if given, else the model that trained it) and its meta."""
     path = Path(path)
