@@ -238,7 +238,8 @@ def compare(
     options = dict(locals())
     from rich.table import Table
 
-    from poemctl.plots import plot_runs, read_metrics
+    from poemctl.metrics import read_metrics
+    from poemctl.plots import plot_runs
     from poemctl.registry import OPTIMIZERS
 
     names = [n.strip() for n in options.pop("optimizers").split(",") if n.strip()]
@@ -253,8 +254,9 @@ def compare(
     plot_runs(runs, png, labels=names)
     table = Table("optimizer", "final test ppl", "best test ppl", "steps", "run")
     for name, run in zip(names, runs, strict=True):
-        evals = [r["test_perplexity"] for r in read_metrics(run) if "test_perplexity" in r]
-        steps = max(r["step"] for r in read_metrics(run))
+        records = read_metrics(run)
+        evals = [r["test_perplexity"] for r in records if "test_perplexity" in r]
+        steps = max(r["step"] for r in records)
         table.add_row(name, f"{evals[-1]:.1f}", f"{min(evals):.1f}", str(steps), str(run))
     print_wide(table, 120)
     out.print(f"curves: {png}")

@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from poemctl.errors import PoemctlError
 from poemctl.files import atomic_write
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of run_dir/metrics.jsonl; a last line cut short by a crash is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise PoemctlError(f"no metrics in {run_dir}: {e.strerror or e}") from None
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    if not records:
-        raise PoemctlError(f"{path} holds no records")
-    return records
+from poemctl.metrics import read_metrics
 
 
 def _smooth(values: list[float], window: int) -> list[float]:

@@ -23,7 +23,7 @@ from poemctl import checkpoint
 from poemctl.config import RunConfig
 from poemctl.data import load_corpus
 from poemctl.errors import PoemctlError
-from poemctl.files import atomic_write_bytes
+from poemctl.metrics import MetricsLog
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, perplexity, split_batch, total_nll
 from poemctl.state import Position, load_state, save_state
@@ -58,37 +58,6 @@ def make_run_dir(out: str, model: str) -> Path:
                 run_dir = base.with_name(f"{base.name}-{n}")
     except OSError as e:
         raise PoemctlError(f"cannot create a run folder under {out}: {e.strerror or e}") from None
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per line, flushed at once so a crash loses nothing written."""
-
-    def __init__(self, path: Path | None, keep_until_step: int | None = None):
-        self._f = None
-        if path is None:
-            return
-        if keep_until_step is not None and path.is_file():  # resuming: drop what came after the saved state
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= keep_until_step]
-            atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-        self._f = path.open("a", encoding="utf-8")
-
-    def write(self, **record) -> None:
-        """Append one record (ignored on processes other than the main one)."""
-        if self._f is not None:
-            self._f.write(json.dumps(record) + "\n")
-            self._f.flush()
-
-    def close(self) -> None:
-        """Close the file."""
-        if self._f is not None:
-            self._f.close()
-
-
-def _step_of(line: str) -> float:
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf  # a line cut short by a crash is dropped
 
 
 def groups(loader: Iterable, n: int) -> Iterator[list]:
@@ -170,7 +139,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     total = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
-    log = MetricsLog(run_dir / "metrics.jsonl" if main else None, keep_until_step=pos.step if resume else None)
+    log = MetricsLog(run_dir if main else None, keep_until_step=pos.step if resume else None)
     t0 = time.time() - pos.wall_time
 
     def save(position: Position) -> None:
