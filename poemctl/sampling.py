@@ -101,8 +101,8 @@ def choose(probs: torch.Tensor, allowed: torch.Tensor, cfg: SampleConfig, gen: t
             masked = masked * (masked >= kth)
         if cfg.top_p < 1:
             sorted_p, order = masked.sort(dim=1, descending=True)
-            cum = sorted_p.cumsum(1) / sorted_p.sum(1, keepdim=True).clamp(min=1e-30)
-            keep_sorted = (cum - sorted_p / sorted_p.sum(1, keepdim=True).clamp(min=1e-30)) < cfg.top_p
+            before = (sorted_p.cumsum(1) - sorted_p) / sorted_p.sum(1, keepdim=True)  # mass of likelier ones
+            keep_sorted = before < cfg.top_p
             masked = torch.zeros_like(masked).scatter(1, order, sorted_p * keep_sorted)
         return torch.multinomial(masked, 1, generator=gen)[:, 0]
     # The course rule: draw from the top 5; while the draw is not allowed, draw again from the top 10.
