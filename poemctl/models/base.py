@@ -19,10 +19,10 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from poemctl.config import ModelConfig
+from poemctl.models.head import SoftmaxCrossEntropy
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, C), each (B, H)
 
@@ -83,8 +83,7 @@ class PoemModel(nn.Module):
             return ModelOutput(self.output(h), state, None, None)
         mask = targets != ignore_index
         # The output layer is most of the work: run it on scored positions only, padding costs nothing.
-        logits = self.output(h[mask])  # (N, V)
-        nll = F.cross_entropy(logits, targets[mask], reduction="none")
+        nll = SoftmaxCrossEntropy.apply(h[mask], self.output.weight, self.output.bias, targets[mask])  # (N,)
         rows = mask.nonzero()[:, 0]
         per_row = torch.zeros(tokens.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
         return ModelOutput(None, state, per_row, mask.sum(1))
