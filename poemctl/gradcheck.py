@@ -5,10 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from poemctl.config import ModelConfig
-from poemctl.models.base import PoemModel
-from poemctl.models.torch_lstm import TorchLSTM
+from poemctl.models.base import ModelOutput, PoemModel, State
+
+
+class AutogradLSTM(PoemModel):
+    """The reference: SPEC.md's cell step by step, F.cross_entropy, every gradient by autograd."""
+
+    def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """(B, T) ids → (B, T, H), one autograd-recorded step at a time."""
+        xw = F.linear(self.embedding(tokens), self.lstm.weight_ih, self.lstm.bias)  # (B, T, 4H)
+        h, c = state if state is not None else self.zero_state(tokens.shape[0], tokens.device, xw.dtype)
+        hs = []
+        for xw_t in xw.unbind(1):
+            i, f, g, o = (xw_t + h @ self.lstm.weight_hh.t()).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
+            h = torch.sigmoid(o) * torch.tanh(c)  # h_t = o ⊙ tanh(C_t)
+            hs.append(h)
+        return torch.stack(hs, dim=1), (h, c)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        state: State | None = None,
+        targets: torch.Tensor | None = None,
+        ignore_index: int = -100,
+    ) -> ModelOutput:
+        """Per-row NLL through F.cross_entropy (no hand-written head)."""
+        h, state = self.hidden_states(tokens, state)
+        nll = F.cross_entropy(self.output(h).transpose(1, 2), targets, ignore_index=ignore_index, reduction="none")
+        return ModelOutput(None, state, nll.sum(1), (targets != ignore_index).sum(1))
 
 
 @dataclass(frozen=True)
@@ -43,11 +71,11 @@ def gradcheck(
     eps: float = 1e-6,
     seed: int = 0,
 ) -> list[ParamCheck]:
-    """Check model_cls in float64 on a random batch with front padding, against torch-lstm's autograd."""
+    """Check model_cls in float64 on a random batch with front padding, against AutogradLSTM."""
     torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=vocab, embedding=embedding, hidden=hidden)
     model = model_cls(cfg).double()
-    reference = TorchLSTM(cfg).double()
+    reference = AutogradLSTM(cfg).double()
     reference.load_state_dict(model.state_dict())
     pad = 0
     tokens = torch.randint(1, vocab, (batch, steps))

@@ -1,4 +1,12 @@
-"""torch-lstm: SPEC.md's LSTM written out in PyTorch ops, gradients by autograd."""
+"""torch-lstm: SPEC.md's LSTM in PyTorch ops, with SPEC.md's backprop through time written by hand.
+
+Autograd through a per-step cell records a dozen small nodes per step and replays them one by one; here
+the whole recurrence is one autograd.Function (`LSTMScan`): the forward keeps the gate activations, and
+the backward walks the steps once with the gradient equations of SPEC.md, leaving the weight gradients to
+one large product over all steps. A character's input projection W_x x + b depends only on the character,
+so it is computed once per distinct character of the batch (`input_projection`) rather than per position.
+Everything runs on CPU or GPU. Tensors inside are time-major, (T, B, …), so each step's slice is contiguous.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +15,90 @@ import torch.nn.functional as F
 
 from poemctl.models.base import PoemModel, State
 
+_sigmoid_d = torch.ops.aten.sigmoid_backward.grad_input
+_tanh_d = torch.ops.aten.tanh_backward
+
+
+class LSTMScan(torch.autograd.Function):
+    """table (U, 4H), where (T, B), W_hh (4H, H), h0 and C0 (B, H) → hs (T, B, H), h_T, C_T.
+
+    Step t's gate pre-activations are table[where[t]] + W_hh h_{t−1}: the table holds W_x x + b of each
+    distinct character, so the input projection is never computed twice for the same character.
+    """
+
+    @staticmethod
+    def forward(ctx, table, where, w_hh, h0, c0):
+        T, B = where.shape
+        G = table.shape[1]
+        H = G // 4
+        acts = table.new_empty(T, B, G)  # gate activations i, f, g=c̃, o
+        cs = table.new_empty(T + 1, B, H)  # C_0 … C_T
+        hs = table.new_empty(T + 1, B, H)  # h_0 … h_T
+        tanh_cs = table.new_empty(T, B, H)
+        cs[0], hs[0] = c0, h0
+        w_hh_t = w_hh.t()
+        # per-step views, made once: i and f side by side, c̃, o
+        gates = acts, acts[..., : 2 * H], acts[..., 2 * H : 3 * H], acts[..., 3 * H :]
+        steps = zip(*gates, where, hs[:-1], cs[:-1], cs[1:], tanh_cs, hs[1:], strict=True)
+        for a, i_f, g, o, w_t, h, c, c_new, tc, h_new in steps:
+            torch.index_select(table, 0, w_t, out=a).addmm_(h, w_hh_t)  # pre-activations of the four gates
+            i_f.sigmoid_()
+            g.tanh_()
+            o.sigmoid_()
+            torch.mul(i_f[:, H:], c, out=c_new).addcmul_(i_f[:, :H], g)  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
+            torch.tanh(c_new, out=tc)
+            torch.mul(o, tc, out=h_new)  # h_t = o ⊙ tanh(C_t)
+        ctx.table_rows = table.shape[0]
+        ctx.save_for_backward(acts, cs, tanh_cs, hs, w_hh, where)
+        return hs[1:], hs[T].clone(), cs[T].clone()
+
+    @staticmethod
+    def backward(ctx, dhs, dh_last, dc_last):
+        acts, cs, tanh_cs, hs, w_hh, where = ctx.saved_tensors
+        T, B, G = acts.shape
+        H = G // 4
+        i, f, g, o = acts.split(H, dim=2)
+        # Each gate's local factor, all steps at once, so a step only multiplies by δC_t or δh_t:
+        # δi_pre = δC ⊙ c̃ ⊙ σ'(i),  δf_pre = δC ⊙ C_{t−1} ⊙ σ'(f),  δc̃_pre = δC ⊙ i ⊙ tanh'(c̃),
+        # δo_pre = δh ⊙ tanh(C) ⊙ σ'(o). aten's sigmoid_backward(x, s) = x ⊙ s(1−s) and
+        # tanh_backward(x, t) = x ⊙ (1−t²) compute SPEC.md's σ' and tanh' products in one pass each.
+        local = torch.empty_like(acts)  # (T, B, 4H)
+        _sigmoid_d(g, i, grad_input=local[..., :H])
+        _sigmoid_d(cs[:-1], f, grad_input=local[..., H : 2 * H])
+        _tanh_d(i, g, grad_input=local[..., 2 * H : 3 * H])
+        _sigmoid_d(tanh_cs, o, grad_input=local[..., 3 * H :])
+        dc_from_h = _tanh_d(o, tanh_cs)  # ∂C_t/∂h_t factor: o ⊙ tanh'(C_t)
+        dpre = torch.empty_like(acts)  # (T, B, 4H) pre-activation deltas
+        dh = dhs[T - 1] + dh_last
+        dc = dc_last  # δC flowing back from step t+1
+        for t in reversed(range(T)):
+            d, lt = dpre[t], local[t]
+            dc = torch.addcmul(dc * f[t + 1] if t + 1 < T else dc, dh, dc_from_h[t])  # δC_t
+            torch.mul(lt[:, : 3 * H].view(B, 3, H), dc[:, None], out=d[:, : 3 * H].view(B, 3, H))
+            torch.mul(lt[:, 3 * H :], dh, out=d[:, 3 * H :])
+            # δh_{t−1}: the step's own output gradient plus Σ_* W_*hᵀ δ*_pre
+            dh = torch.addmm(dhs[t - 1], d, w_hh) if t > 0 else d @ w_hh
+        flat = dpre.view(T * B, G)
+        dtable = flat.new_zeros(ctx.table_rows, G).index_add_(0, where.view(-1), flat)  # Σ over each character's steps
+        dw_hh = flat.t() @ hs[:-1].reshape(T * B, H)
+        return dtable, None, dw_hh, dh, dc * f[0]
+
+
+def input_projection(tokens_t: torch.Tensor, embedding, w_ih, bias) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, B) ids → table (U, 4H) of W_x x + b for each distinct character, and where (T, B) indexes it."""
+    chars, where = torch.unique(tokens_t, return_inverse=True)
+    return F.linear(F.embedding(chars, embedding), w_ih, bias), where
+
 
 class TorchLSTM(PoemModel):
-    """The gate equations of SPEC.md in PyTorch, trained with autograd."""
+    """The gate equations of SPEC.md in PyTorch ops, with SPEC.md's backward through time by hand."""
 
-    description = "SPEC.md's LSTM written out in PyTorch; gradients by autograd"
+    description = "SPEC.md's LSTM in PyTorch ops with hand-written backprop through time (CPU or GPU)"
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        """(B, T) ids → (B, T, H) hidden states, one time step at a time."""
-        B = tokens.shape[0]
-        x = self.embedding(tokens)  # (B, T, E)
-        # Input projection of every step in one product: (B, T, 4H).
-        xw = F.linear(x, self.lstm.weight_ih, self.lstm.bias)
-        h, c = state if state is not None else self.zero_state(B, tokens.device, xw.dtype)
-        w_hh_t = self.lstm.weight_hh.t()  # (H, 4H)
-        hs = []
-        # unbind: one autograd node for all steps (indexing xw[:, t] would add a full-size gradient per step)
-        for xw_t in xw.unbind(1):
-            gates = torch.addmm(xw_t, h, w_hh_t)  # (B, 4H): i, f, g, o
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), torch.tanh(g))  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
-            h = torch.sigmoid(o) * torch.tanh(c)  # h_t = o ⊙ tanh(C_t)
-            hs.append(h)
-        return torch.stack(hs, dim=1), (h, c)
+        """(B, T) ids → (B, T, H) hidden states (a time-major view) and the final (h, C)."""
+        table, where = input_projection(tokens.t(), self.embedding.weight, self.lstm.weight_ih, self.lstm.bias)
+        dt = table.dtype  # the autocast dtype under mixed precision
+        h0, c0 = state if state is not None else self.zero_state(tokens.shape[0], tokens.device, dt)
+        hs, h, c = LSTMScan.apply(table, where, self.lstm.weight_hh.to(dt), h0.to(dt), c0.to(dt))
+        return hs.transpose(0, 1), (h, c)

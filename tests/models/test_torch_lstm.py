@@ -2,7 +2,8 @@ import torch
 import torch.nn.functional as F
 
 from poemctl.config import ModelConfig
-from poemctl.models.torch_lstm import TorchLSTM
+from poemctl.gradcheck import gradcheck
+from poemctl.models.torch_lstm import LSTMScan, TorchLSTM, input_projection
 
 CFG = ModelConfig(vocab_size=30, embedding=6, hidden=5)
 
@@ -66,3 +67,40 @@ def test_masked_nll_equals_full_cross_entropy():
     full = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=0, reduction="none").sum(1)
     torch.testing.assert_close(out.nll, full)
     assert out.count.tolist() == [5, 5, 5, 5]
+
+
+def test_scan_backward_matches_finite_differences_with_a_starting_state():
+    g = torch.Generator().manual_seed(0)
+    T, B, H, U = 4, 3, 2, 5
+    table = torch.randn(U, 4 * H, generator=g, dtype=torch.float64, requires_grad=True)
+    where = torch.randint(0, U, (T, B), generator=g)
+    w_hh = torch.randn(4 * H, H, generator=g, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, H, generator=g, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(B, H, generator=g, dtype=torch.float64, requires_grad=True)
+    # every output is used: hs, and the final h and C (their gradients enter the last step)
+    assert torch.autograd.gradcheck(lambda *a: LSTMScan.apply(a[0], where, *a[1:]), (table, w_hh, h0, c0))
+
+
+def test_gradients_equal_the_autograd_reference():
+    for check in gradcheck(TorchLSTM, seed=2):
+        assert check.autograd_rel_error <= 1e-10, check
+        assert check.finite_diff_rel_error <= 1e-4, check
+
+
+def test_input_projection_once_per_distinct_character():
+    m = _model()
+    tokens = torch.tensor([[3, 3, 7], [7, 3, 9]])
+    table, where = input_projection(tokens.t(), m.embedding.weight, m.lstm.weight_ih, m.lstm.bias)
+    assert table.shape == (3, 20)  # characters 3, 7, 9
+    expected = F.linear(m.embedding(tokens.t()), m.lstm.weight_ih, m.lstm.bias)
+    torch.testing.assert_close(table[where], expected)
+
+
+def test_trains_under_bf16_autocast():
+    m = TorchLSTM(CFG)
+    tokens = torch.randint(1, 30, (4, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(tokens, targets=tokens, ignore_index=0)
+    out.nll.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
