@@ -1,14 +1,19 @@
 """`poemctl bench`: training speed of models on the course config, side by side, with the matmul bound.
 
-Each model trains a fixed number of steps (forward, loss, backward, Adam) in a fresh process of its own,
-so that its peak memory is its own. The matrix-product bound is the time the same library takes for exactly
-the step's matrix products (forward and backward) on the same shapes: bound ratio = that time / step time.
+The models take turns in one process: every round fetches one batch and each model trains one step on it
+(forward, loss, backward, clipping, Adam), in an order that rotates each round; a model's figure is its
+median step. Taking turns puts every model under the same machine conditions, so the ratios hold on a
+noisy machine where back-to-back runs drift by 20%. Peak memory needs a process of its own per model, so
+it is measured in a short separate run. The matrix-product bound is the time the same library takes for
+exactly the products of a standard LSTM training step on the same shapes: bound ratio = that time / step.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import resource
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -66,61 +71,102 @@ def time_products(products, library: str, device: str, repeat: int = 3) -> float
     return best
 
 
-def _bench_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, queue) -> None:
-    torch.manual_seed(0)
-    corpus = load_corpus(data)
-    model_cls = MODELS.get(name)
-    if getattr(model_cls, "cpu_only", False):
-        device = "cpu"
-    model = model_cls(ModelConfig(vocab_size=len(corpus.vocab))).to(device)
-    optimizer = OPTIMIZERS.get("adam")(model.parameters(), OptimConfig())
-    loader = iter(batches(corpus.train, batch_size, shuffle=True))
-    pad = corpus.vocab.pad_id
-    load_s = compute_s = 0.0
-    scored = 0
-    for i in range(steps + 2):  # two warm-up steps
-        t0 = time.perf_counter()
-        (rows,) = next(loader)
-        inputs, targets = (t.to(device) for t in split_batch(rows))
-        t1 = time.perf_counter()
-        out = model(inputs, targets=targets, ignore_index=pad)
+def _endless(rows: torch.Tensor, batch_size: int):
+    """Shuffled training batches, epoch after epoch."""
+    for epoch in itertools.count():
+        for (batch,) in batches(rows, batch_size, shuffle=True, seed=epoch):
+            yield batch
+
+
+class _Trainee:
+    """One model with its optimizer, on its device."""
+
+    def __init__(self, name: str, vocab_size: int, device: str):
+        self.model_cls = MODELS.get(name)
+        self.cpu_only = getattr(self.model_cls, "cpu_only", False)
+        self.device = "cpu" if self.cpu_only else device
+        torch.manual_seed(0)
+        self.model = self.model_cls(ModelConfig(vocab_size=vocab_size)).to(self.device)
+        self.optimizer = OPTIMIZERS.get("adam")(self.model.parameters(), OptimConfig())
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, pad: int) -> int:
+        """One training step; returns the number of scored targets."""
+        out = self.model(inputs.to(self.device), targets=targets.to(self.device), ignore_index=pad)
         loss = out.nll.sum() / out.count.sum()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        optimizer.zero_grad()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
         loss.item()
-        if device == "cuda":
+        if self.device == "cuda":
             torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        if i >= 2:
-            load_s, compute_s, scored = load_s + t1 - t0, compute_s + t2 - t1, scored + int(out.count.sum())
-    step_s = (load_s + compute_s) / steps
-    T = corpus.train.shape[1] - 1
-    cfg = model.cfg
-    library = "numpy" if getattr(model_cls, "cpu_only", False) else "torch"
-    products = step_products(batch_size, T, scored // steps, cfg.embedding, cfg.hidden, cfg.vocab_size)
-    matmul_s = time_products(products, library, device)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
+        return int(out.count.sum())
+
+
+def _peak_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, queue) -> None:
+    corpus = load_corpus(data)
+    trainee = _Trainee(name, len(corpus.vocab), device)
+    loader = _endless(corpus.train, batch_size)
+    for _ in range(steps):
+        trainee.step(*split_batch(next(loader)), corpus.vocab.pad_id)
+    if trainee.device == "cuda":
+        queue.put(torch.cuda.max_memory_allocated() / 2**20)
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(
-        BenchResult(name, batch_size * T / step_s, step_s * 1e3, load_s / (load_s + compute_s), peak, matmul_s * 1e3)
-    )
+        queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _peak_mib(name: str, data: DataConfig, batch_size: int, device: str) -> float:
+    """Peak memory of a few training steps of one model, in a fresh process of its own."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_one, args=(name, data, batch_size, 3, device, queue))
+    proc.start()
+    peak = queue.get()
+    proc.join()
+    return peak
 
 
 def bench(models: list[str], data: DataConfig, batch_size: int, steps: int, device: str) -> list[BenchResult]:
-    """Figures for each model, each measured in a fresh process."""
+    """Figures for each model: steps taken in turns in this process, peak memory in a process of its own."""
     for name in models:
         MODELS.get(name)  # unknown names fail before any work
-    load_corpus(data)  # build the cache once, outside the timed processes
-    ctx = mp.get_context("spawn")
+    corpus = load_corpus(data)
+    pad = corpus.vocab.pad_id
+    trainees = [_Trainee(name, len(corpus.vocab), device) for name in models]
+    loader = _endless(corpus.train, batch_size)
+    step_s: list[list[float]] = [[] for _ in models]
+    load_s: list[float] = []
+    scored = 0
+    for r in range(steps + 2):  # two warm-up rounds
+        t0 = time.perf_counter()
+        inputs, targets = (t.to(device) for t in split_batch(next(loader)))
+        load = time.perf_counter() - t0
+        for k in (r + j for j in range(len(models))):  # the order rotates: no model always goes first
+            k %= len(models)
+            t0 = time.perf_counter()
+            n = trainees[k].step(inputs, targets, pad)
+            if r >= 2:
+                step_s[k].append(time.perf_counter() - t0)
+        if r >= 2:
+            load_s.append(load)
+            scored += n
+    load = statistics.median(load_s)
+    T = corpus.train.shape[1] - 1
     results = []
-    for name in models:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_bench_one, args=(name, data, batch_size, steps, device, queue))
-        proc.start()
-        results.append(queue.get())
-        proc.join()
+    for name, trainee, times in zip(models, trainees, step_s, strict=True):
+        cfg = trainee.model.cfg
+        library = "numpy" if trainee.cpu_only else "torch"
+        products = step_products(batch_size, T, scored // steps, cfg.embedding, cfg.hidden, cfg.vocab_size)
+        matmul_s = time_products(products, library, trainee.device)
+        step = statistics.median(times)
+        results.append(
+            BenchResult(
+                name,
+                batch_size * T / step,
+                step * 1e3,
+                load / (load + step),
+                _peak_mib(name, data, batch_size, device),
+                matmul_s * 1e3,
+            )
+        )
     return results
