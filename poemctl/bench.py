@@ -1,11 +1,11 @@
 """`poemctl bench`: training speed of models on the course config, side by side, with the matmul bound.
 
-The models take turns in one process: every round fetches one batch and each model trains one step on it
-(forward, loss, backward, clipping, Adam), in an order that rotates each round; a model's figure is its
-median step. Taking turns puts every model under the same machine conditions, so the ratios hold on a
-noisy machine where back-to-back runs drift by 20%. Peak memory needs a process of its own per model, so
-it is measured in a short separate run. The matrix-product bound is the time the same library takes for
-exactly the products of a standard LSTM training step on the same shapes: bound ratio = that time / step.
+Each model trains in fresh processes of its own (forward, loss, backward, clipping, Adam), so its peak
+memory and thread pools are its own; the runs alternate between the models, `repeats` rounds in an order
+that rotates each round, so slow drift of a shared machine lands on every model alike. A model's step time
+is the median over all its runs' steps. The matrix-product bound is the time the same library takes, in the
+same process, for exactly the products of a standard LSTM training step on the same shapes:
+bound ratio = that time / step time.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ class BenchResult:
 
     model: str
     tokens_per_s: float
-    ms_per_step: float
+    ms_per_step: float  # median over all its runs' steps
+    run_ms: tuple[float, ...]  # each run's median step
+    ratio: float  # speed against the first model: median over rounds of its run time / this run time
     load_fraction: float  # share of the step spent fetching the batch
     peak_mib: float  # peak resident memory of its process (CPU) or peak allocated (CUDA)
     matmul_ms: float  # the step's matrix products alone, same library and shapes
@@ -71,102 +73,95 @@ def time_products(products, library: str, device: str, repeat: int = 3) -> float
     return best
 
 
-def _endless(rows: torch.Tensor, batch_size: int):
+def _endless(rows: torch.Tensor, batch_size: int, seed: int):
     """Shuffled training batches, epoch after epoch."""
     for epoch in itertools.count():
-        for (batch,) in batches(rows, batch_size, shuffle=True, seed=epoch):
+        for (batch,) in batches(rows, batch_size, shuffle=True, seed=seed + epoch):
             yield batch
 
 
-class _Trainee:
-    """One model with its optimizer, on its device."""
+@dataclass(frozen=True)
+class _Run:
+    """What one process measured."""
 
-    def __init__(self, name: str, vocab_size: int, device: str):
-        self.model_cls = MODELS.get(name)
-        self.cpu_only = getattr(self.model_cls, "cpu_only", False)
-        self.device = "cpu" if self.cpu_only else device
-        torch.manual_seed(0)
-        self.model = self.model_cls(ModelConfig(vocab_size=vocab_size)).to(self.device)
-        self.optimizer = OPTIMIZERS.get("adam")(self.model.parameters(), OptimConfig())
-
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor, pad: int) -> int:
-        """One training step; returns the number of scored targets."""
-        out = self.model(inputs.to(self.device), targets=targets.to(self.device), ignore_index=pad)
-        loss = out.nll.sum() / out.count.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        loss.item()
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-        return int(out.count.sum())
+    step_s: list[float]
+    load_s: list[float]
+    scored: int  # scored targets per step, on average
+    matmul_s: float
+    peak_mib: float
 
 
-def _peak_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, queue) -> None:
+def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, seed: int, queue) -> None:
     corpus = load_corpus(data)
-    trainee = _Trainee(name, len(corpus.vocab), device)
-    loader = _endless(corpus.train, batch_size)
-    for _ in range(steps):
-        trainee.step(*split_batch(next(loader)), corpus.vocab.pad_id)
-    if trainee.device == "cuda":
-        queue.put(torch.cuda.max_memory_allocated() / 2**20)
-    else:
-        queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-
-
-def _peak_mib(name: str, data: DataConfig, batch_size: int, device: str) -> float:
-    """Peak memory of a few training steps of one model, in a fresh process of its own."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_one, args=(name, data, batch_size, 3, device, queue))
-    proc.start()
-    peak = queue.get()
-    proc.join()
-    return peak
-
-
-def bench(models: list[str], data: DataConfig, batch_size: int, steps: int, device: str) -> list[BenchResult]:
-    """Figures for each model: steps taken in turns in this process, peak memory in a process of its own."""
-    for name in models:
-        MODELS.get(name)  # unknown names fail before any work
-    corpus = load_corpus(data)
+    model_cls = MODELS.get(name)
+    cpu_only = getattr(model_cls, "cpu_only", False)
+    device = "cpu" if cpu_only else device
+    torch.manual_seed(0)
+    model = model_cls(ModelConfig(vocab_size=len(corpus.vocab))).to(device)
+    optimizer = OPTIMIZERS.get("adam")(model.parameters(), OptimConfig())
+    loader = _endless(corpus.train, batch_size, seed)
     pad = corpus.vocab.pad_id
-    trainees = [_Trainee(name, len(corpus.vocab), device) for name in models]
-    loader = _endless(corpus.train, batch_size)
-    step_s: list[list[float]] = [[] for _ in models]
-    load_s: list[float] = []
-    scored = 0
-    for r in range(steps + 2):  # two warm-up rounds
+    step_s, load_s, scored = [], [], 0
+    for i in range(steps + 2):  # two warm-up steps
         t0 = time.perf_counter()
         inputs, targets = (t.to(device) for t in split_batch(next(loader)))
-        load = time.perf_counter() - t0
-        for k in (r + j for j in range(len(models))):  # the order rotates: no model always goes first
-            k %= len(models)
-            t0 = time.perf_counter()
-            n = trainees[k].step(inputs, targets, pad)
-            if r >= 2:
-                step_s[k].append(time.perf_counter() - t0)
-        if r >= 2:
-            load_s.append(load)
-            scored += n
-    load = statistics.median(load_s)
+        t1 = time.perf_counter()
+        out = model(inputs, targets=targets, ignore_index=pad)
+        loss = out.nll.sum() / out.count.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        loss.item()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            load_s.append(t1 - t0)
+            step_s.append(time.perf_counter() - t1)
+            scored += int(out.count.sum())
+    cfg = model.cfg
     T = corpus.train.shape[1] - 1
+    products = step_products(batch_size, T, scored // steps, cfg.embedding, cfg.hidden, cfg.vocab_size)
+    matmul_s = time_products(products, "numpy" if cpu_only else "torch", device)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(_Run(step_s, load_s, scored // steps, matmul_s, peak))
+
+
+def _in_process(name: str, data: DataConfig, batch_size: int, steps: int, device: str, seed: int) -> _Run:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_run_one, args=(name, data, batch_size, steps, device, seed, queue))
+    proc.start()
+    run = queue.get()
+    proc.join()
+    return run
+
+
+def bench(
+    models: list[str], data: DataConfig, batch_size: int, steps: int, device: str, repeats: int = 3
+) -> list[BenchResult]:
+    """Figures for each model from `repeats` runs of `steps` steps each, alternating between the models."""
+    for name in models:
+        MODELS.get(name)  # unknown names fail before any work
+    load_corpus(data)  # build the cache once, outside the timed processes
+    runs: list[list[_Run]] = [[] for _ in models]
+    for r in range(repeats):
+        for k in ((r + j) % len(models) for j in range(len(models))):  # the order rotates each round
+            runs[k].append(_in_process(models[k], data, batch_size, steps, device, seed=r))
+    T = load_corpus(data).train.shape[1] - 1
+    run_ms = [tuple(statistics.median(run.step_s) * 1e3 for run in model_runs) for model_runs in runs]
     results = []
-    for name, trainee, times in zip(models, trainees, step_s, strict=True):
-        cfg = trainee.model.cfg
-        library = "numpy" if trainee.cpu_only else "torch"
-        products = step_products(batch_size, T, scored // steps, cfg.embedding, cfg.hidden, cfg.vocab_size)
-        matmul_s = time_products(products, library, trainee.device)
-        step = statistics.median(times)
+    for name, model_runs, ms in zip(models, runs, run_ms, strict=True):
+        step = statistics.median(s for run in model_runs for s in run.step_s)
+        load = statistics.median(s for run in model_runs for s in run.load_s)
+        # runs of the same round are minutes apart at most: their ratio cancels the machine's slow drift
+        ratio = statistics.median(ref / own for ref, own in zip(run_ms[0], ms, strict=True))
+        matmul = statistics.median(run.matmul_s for run in model_runs)
+        peak = max(run.peak_mib for run in model_runs)
         results.append(
-            BenchResult(
-                name,
-                batch_size * T / step,
-                step * 1e3,
-                load / (load + step),
-                _peak_mib(name, data, batch_size, device),
-                matmul_s * 1e3,
-            )
+            BenchResult(name, batch_size * T / step, step * 1e3, ms, ratio, load / (load + step), peak, matmul * 1e3)
         )
     return results

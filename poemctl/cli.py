@@ -102,7 +102,7 @@ def data_info(
         ("row length", f"{data.train.shape[1]} characters; {scored:.0%} of training targets are not padding"),
     ]:
         table.add_row(key, value)
-    print_wide(table, 100)
+    print_wide(table, 130)
 
 
 # Options shared by `train` and `compare`; each maps onto the config field of the same name.
@@ -491,15 +491,16 @@ def bench_cmd(
     ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     batch_size: int = typer.Option(_T.batch_size, help="Poems per step."),
-    steps: int = typer.Option(20, help="Timed steps per model (after 2 warm-up rounds); the models take turns."),
+    steps: int = typer.Option(20, help="Timed steps per run (after 2 warm-up steps)."),
+    repeats: int = typer.Option(3, help="Runs per model, each in a fresh process, alternating between the models."),
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
     max_poems: int = MAX_POEMS_OPT,
 ) -> None:
     """Training speed of each model on the course config: tokens/s, ms/step, memory, matmul bound.
 
-    The models take turns step by step in one process (median step time), so every ratio compares
-    models under the same machine conditions; peak memory comes from a short run of each model alone.
+    Each run trains one model in a fresh process; runs alternate between the models, so machine drift
+    lands on all of them alike, and a model's figure is its median step over all its runs.
     """
     from rich.table import Table
 
@@ -512,33 +513,34 @@ def bench_cmd(
 
         if not torch.cuda.is_available():
             raise PoemctlError("--device cuda: no CUDA device is available here")
-    if batch_size < 1 or steps < 1:
-        raise PoemctlError("--batch-size and --steps must be at least 1")
+    if batch_size < 1 or steps < 1 or repeats < 1:
+        raise PoemctlError("--batch-size, --steps and --repeats must be at least 1")
     names = [m.strip() for m in models.split(",") if m.strip()]
     data = DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems)
-    results = bench(names, data, batch_size, steps, device)
-    ref = results[0].tokens_per_s
+    results = bench(names, data, batch_size, steps, device, repeats)
     table = Table(
         "model",
         "tokens/s",
         "ms/step",
+        "runs (ms/step)",
         f"× {names[0]}",
         "matmul bound",
         "data loading",
         "peak MiB",
-        title=f"course config, batch {batch_size}, median of {steps} steps taken in turns, {device}",
+        title=f"course config, batch {batch_size}, median step of {repeats} alternating runs × {steps} steps, {device}",
     )
     for r in results:
         table.add_row(
             r.model,
             f"{r.tokens_per_s:,.0f}",
             f"{r.ms_per_step:.1f}",
-            f"{r.tokens_per_s / ref:.2f}",
+            " ".join(f"{ms:.0f}" for ms in r.run_ms),
+            f"{r.ratio:.2f}",
             f"{r.matmul_ms / r.ms_per_step:.0%}",
             f"{r.load_fraction:.1%}",
             f"{r.peak_mib:,.0f}",
         )
-    print_wide(table, 100)
+    print_wide(table, 130)
 
 
 @app.command()

@@ -3,8 +3,9 @@
 The output layer is most of a training step (N scored positions × V ≈ 7,500 characters). Written with
 F.linear + F.cross_entropy, autograd spends more time on full N×V passes (bias broadcast, log-softmax
 forward and backward, a zero-filled one-hot gradient, the bias sum) than on the matrix products. Here the
-only N×V passes are the product, exp, the row sums and the division; the backward reuses the softmax in
-place (y − onehot, SPEC.md's δ), and folds each row's upstream gradient into the small (N, H) side.
+only N×V passes are the product, exp and the row sums; the backward reuses the exponentials in place
+(SPEC.md's δ = y − onehot, up to each row's sum), and folds each row's 1/sum and upstream gradient into
+the small (N, H) side of the products.
 """
 
 from __future__ import annotations
@@ -32,19 +33,18 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
             logits += bias.to(soft_dtype)
             picked = logits.gather(1, target[:, None])[:, 0]  # (N,) the target's logit
             # No max-subtraction pass unless exp overflows or every entry of a row underflows.
-            probs = logits.exp_()
-            sums = probs.sum(1)
+            exps = logits.exp_()
+            sums = exps.sum(1)
             if not bool(torch.isfinite(sums).all() and (sums > 0).all()):
-                probs = torch.mm(h_, w_.t()).to(soft_dtype)
-                probs += bias.to(soft_dtype)
-                shift = probs.amax(1)
-                probs -= shift[:, None]
-                probs.exp_()
-                sums = probs.sum(1)
+                exps = torch.mm(h_, w_.t()).to(soft_dtype)
+                exps += bias.to(soft_dtype)
+                shift = exps.amax(1)
+                exps -= shift[:, None]
+                exps.exp_()
+                sums = exps.sum(1)
             else:
                 shift = 0.0
-            probs *= sums.reciprocal()[:, None]
-        ctx.probs = probs
+        ctx.exps, ctx.sums = exps, sums  # the softmax is exps / sums; the division is left to the backward
         ctx.save_for_backward(h_, w_, target)
         ctx.dtypes = (h.dtype, weight.dtype, bias.dtype)
         return sums.log() + shift - picked  # log Σ exp(logits) − logit[target]
@@ -52,14 +52,16 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dnll):
         h, w, target = ctx.saved_tensors
-        if ctx.probs is None:
+        if ctx.exps is None:
             raise RuntimeError("SoftmaxCrossEntropy reuses its softmax in place: backward runs once per forward")
-        dlogits, ctx.probs = ctx.probs, None  # (N, V) becomes y − onehot in place
-        dlogits[torch.arange(len(target), device=target.device), target] -= 1.0
-        up = dnll.to(dlogits.dtype)[:, None]  # (N, 1) each row's upstream gradient, applied on the small side
-        d = dlogits.to(h.dtype)
-        dh = (d @ w) * up.to(h.dtype)  # (N, H) = W_yᵀ(y − onehot), scaled
-        dw = d.t() @ (h * up.to(h.dtype))  # (V, H)
-        db = dlogits.t() @ up[:, 0]  # (V,)
+        exps, sums, ctx.exps = ctx.exps, ctx.sums, None
+        # SPEC.md's δ = y − onehot with y = exps / sums: subtract sums at the targets in place, and leave the
+        # division (with each row's upstream gradient) to the small (N, H) side of the products.
+        exps[torch.arange(len(target), device=target.device), target] -= sums
+        scale = (dnll.to(sums.dtype) / sums)[:, None]  # (N, 1)
+        d, s = exps.to(h.dtype), scale.to(h.dtype)
+        dh = (d @ w) * s  # (N, H) = W_yᵀ(y − onehot), times the upstream gradient
+        dw = d.t() @ (h * s)  # (V, H)
+        db = exps.t() @ scale[:, 0]  # (V,)
         h_dtype, w_dtype, b_dtype = ctx.dtypes
         return dh.to(h_dtype), dw.to(w_dtype), db.to(b_dtype), None

@@ -1,14 +1,17 @@
 """numpy-lstm: SPEC.md's LSTM in NumPy with hand-written backprop through time, batched.
 
-The NumPy code works on whole batches with one matrix product per time step for all four gates, and
-the input projection of every step in one product. `loss_forward` returns a cache and `loss_backward`
-turns it into gradients (Karpathy's layout); `NumpyLSTM` joins the shared training loop through a
-torch.autograd.Function, so optimizers, clipping, checkpoints and multi-process training are the same.
-Arrays inside are time-major: (T, B, …), so each step's slice is contiguous.
+The NumPy code works on whole batches with one matrix product per time step for all four gates. A
+character's input projection W_x x + b depends only on the character, so the forward computes it once per
+distinct character of the batch (a table). `loss_forward` returns a cache and `loss_backward` turns it into
+gradients (Karpathy's layout); `NumpyLSTM` joins the shared training loop through a torch.autograd.Function,
+so optimizers, clipping, checkpoints and multi-process training are the same. Arrays inside are time-major:
+(T, B, …), so each step's slice is contiguous.
 """
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -25,30 +28,27 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class LSTMCache(NamedTuple):
     """What the backward pass needs from lstm_forward."""
 
-    x: np.ndarray  # (T, B, E) inputs
     acts: np.ndarray  # (T, B, 4H) gate activations i, f, g, o
     cs: np.ndarray  # (T+1, B, H) cell states C_0 … C_T
     tanh_cs: np.ndarray  # (T, B, H) tanh(C_t)
     hs: np.ndarray  # (T+1, B, H) hidden states h_0 … h_T
-    w_ih: np.ndarray  # (4H, E)
     w_hh: np.ndarray  # (4H, H)
 
 
-def lstm_forward(x, w_ih, w_hh, b, h0, c0) -> tuple[np.ndarray, LSTMCache]:
-    """x (T, B, E) → hidden states (T, B, H) and the cache for lstm_backward."""
-    T, B, E = x.shape
+def lstm_forward(table, where, w_hh, h0, c0) -> tuple[np.ndarray, LSTMCache]:
+    """table (U, 4H) of W_x x + b per character, where (T, B) → hidden states (T, B, H) and the cache."""
+    T, B = where.shape
     H = w_hh.shape[1]
-    xw = (x.reshape(T * B, E) @ w_ih.T + b).reshape(T, B, 4 * H)  # every step's input projection at once
-    acts = np.empty((T, B, 4 * H), dtype=x.dtype)
-    cs = np.empty((T + 1, B, H), dtype=x.dtype)
-    hs = np.empty((T + 1, B, H), dtype=x.dtype)
-    tanh_cs = np.empty((T, B, H), dtype=x.dtype)
+    acts = np.empty((T, B, 4 * H), dtype=table.dtype)
+    cs = np.empty((T + 1, B, H), dtype=table.dtype)
+    hs = np.empty((T + 1, B, H), dtype=table.dtype)
+    tanh_cs = np.empty((T, B, H), dtype=table.dtype)
     cs[0], hs[0] = c0, h0
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
     for t in range(T):
         a = acts[t]
         np.matmul(hs[t], w_hh_t, out=a)
-        a += xw[t]
+        a += table[where[t]]
         a[:, : 2 * H] = sigmoid(a[:, : 2 * H])  # i, f
         a[:, 2 * H : 3 * H] = np.tanh(a[:, 2 * H : 3 * H])  # g = c̃
         a[:, 3 * H :] = sigmoid(a[:, 3 * H :])  # o
@@ -57,12 +57,12 @@ def lstm_forward(x, w_ih, w_hh, b, h0, c0) -> tuple[np.ndarray, LSTMCache]:
         cs[t + 1] += i * g  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
         np.tanh(cs[t + 1], out=tanh_cs[t])
         np.multiply(o, tanh_cs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(C_t)
-    return hs[1:], LSTMCache(x, acts, cs, tanh_cs, hs, w_ih, w_hh)
+    return hs[1:], LSTMCache(acts, cs, tanh_cs, hs, w_hh)
 
 
-def lstm_backward(dhs: np.ndarray, cache: LSTMCache) -> tuple[np.ndarray, ...]:
-    """Full BPTT (through W_*h into h_{t−1} and through f into C_{t−1}): dhs (T, B, H) → dx, dW_ih, dW_hh, db."""
-    x, acts, cs, tanh_cs, hs, w_ih, w_hh = cache
+def lstm_backward(dhs: np.ndarray, cache: LSTMCache) -> tuple[np.ndarray, np.ndarray]:
+    """Full BPTT (through W_*h into h_{t−1} and through f into C_{t−1}): dhs (T, B, H) → δpre (T, B, 4H), dW_hh."""
+    acts, cs, tanh_cs, hs, w_hh = cache
     T, B, H = dhs.shape
     dpre = np.empty_like(acts)  # (T, B, 4H) pre-activation deltas
     dh_next = np.zeros((B, H), dtype=dhs.dtype)  # recurrent part from step t+1
@@ -80,22 +80,20 @@ def lstm_backward(dhs: np.ndarray, cache: LSTMCache) -> tuple[np.ndarray, ...]:
         d[:, 3 * H :] = dh * tc * o * (1.0 - o)  # δo_pre
         dh_next = d @ w_hh  # Σ_* W_*hᵀ δ*_pre
         dc_next = dc * f
-    flat = dpre.reshape(T * B, 4 * H)
-    dw_hh = flat.T @ hs[:-1].reshape(T * B, H)
-    dw_ih = flat.T @ x.reshape(T * B, -1)
-    db = flat.sum(0)
-    dx = (flat @ w_ih).reshape(x.shape)
-    return dx, dw_ih, dw_hh, db
+    dw_hh = dpre.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)
+    return dpre, dw_hh
 
 
 class LossCache(NamedTuple):
     """What loss_backward needs from loss_forward."""
 
     tokens_t: np.ndarray  # (T, B) inputs, time-major
+    x: np.ndarray  # (T, B, E) their embeddings
     rows: np.ndarray  # (N,) batch row of each scored target
     mask: np.ndarray  # (T, B) scored targets
     sel: np.ndarray  # (N, H+1) hidden states at scored targets, and a column of ones
-    probs: np.ndarray  # (N, V) softmax
+    exps: np.ndarray  # (N, V) exp of the (shifted) logits, not normalised
+    sums: np.ndarray  # (N,) their row sums: the softmax is exps / sums
     target: np.ndarray  # (N,) target ids
     lstm: LSTMCache
 
@@ -104,66 +102,88 @@ def _zeros_state(B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((B, H), dtype=dtype), np.zeros((B, H), dtype=dtype)
 
 
+def input_table(emb, w_ih, b, tokens_t) -> tuple[np.ndarray, np.ndarray]:
+    """(T, B) ids → table (U, 4H) of W_x x + b for each distinct character, and where (T, B) indexes it."""
+    chars, where = np.unique(tokens_t, return_inverse=True)
+    return emb[chars] @ w_ih.T + b, where.reshape(tokens_t.shape)
+
+
 def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray, np.ndarray, LossCache]:
     """(B, T) tokens and targets → per-row summed NLL (B,), scored counts (B,), cache."""
     emb, w_ih, w_hh, b, w_y, b_y = params
     tokens_t, targets_t = tokens.T, targets.T
     B, H = tokens.shape[0], w_hh.shape[1]
-    hs, lstm = lstm_forward(emb[tokens_t], w_ih, w_hh, b, *_zeros_state(B, H, emb.dtype))
+    hs, lstm = lstm_forward(*input_table(emb, w_ih, b, tokens_t), w_hh, *_zeros_state(B, H, emb.dtype))
     mask = targets_t != ignore_index
     # The output layer runs on scored positions only; a column of ones carries the bias into the product.
     sel = np.empty((int(mask.sum()), H + 1), dtype=emb.dtype)  # (N, H+1)
     sel[:, :H] = hs[mask]
     sel[:, H] = 1.0
     w_aug = np.concatenate([w_y.T, b_y[None]])  # (H+1, V)
-    probs = _softmax(sel, w_aug)  # (N, V)
     target = targets_t[mask]
+    exps, sums, nll = _exp_logits(sel, w_aug, target)
     rows = np.nonzero(mask)[1]
-    nll = -np.log(probs[np.arange(len(target)), target])
     per_row = np.bincount(rows, weights=nll, minlength=B).astype(emb.dtype)
-    return per_row, mask.sum(0), LossCache(tokens_t, rows, mask, sel, probs, target, lstm)
+    cache = LossCache(tokens_t, emb[tokens_t], rows, mask, sel, exps, sums, target, lstm)
+    return per_row, mask.sum(0), cache
 
 
-def _softmax(sel: np.ndarray, w_aug: np.ndarray) -> np.ndarray:
-    """softmax(sel @ w_aug) by rows, in place; without the max-subtraction pass unless exp overflows."""
-    probs = sel @ w_aug
-    with np.errstate(over="ignore"):
-        np.exp(probs, out=probs)
-    sums = probs.sum(axis=1, keepdims=True)
-    if not np.isfinite(sums).all():  # large logits: the stable (slower) way
-        probs = sel @ w_aug
-        probs -= probs.max(axis=1, keepdims=True)
-        np.exp(probs, out=probs)
-        sums = probs.sum(axis=1, keepdims=True)
-    probs *= 1.0 / sums  # one division per row, not per entry
-    return probs
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="numpy-lstm")
+
+
+def _exp_logits(sel, w_aug, target, rows_per_block: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """exp(sel @ w_aug) (N, V) in place, row sums (N,) and the NLL of target (N,); never divided out.
+
+    exp and the sums run in row blocks that stay in cache, spread over torch's intra-op thread count
+    (NumPy releases the GIL inside them; one thread would leave the other cores idle on the largest pass
+    of the step). There is no max-subtraction pass unless exp overflows or a row underflows entirely.
+    """
+    exps = sel @ w_aug
+    picked = exps[np.arange(len(target)), target]  # the targets' logits
+    sums = np.empty(len(exps), dtype=exps.dtype)
+
+    def exp_and_sum(k: int) -> None:
+        with np.errstate(over="ignore"):
+            block = np.exp(exps[k : k + rows_per_block], out=exps[k : k + rows_per_block])
+        block.sum(axis=1, out=sums[k : k + rows_per_block])
+
+    list(_pool(max(1, torch.get_num_threads())).map(exp_and_sum, range(0, len(exps), rows_per_block)))
+    shift = 0.0
+    if not (np.isfinite(sums).all() and (sums > 0).all()):
+        exps = sel @ w_aug
+        shift = exps.max(axis=1)
+        exps -= shift[:, None]
+        np.exp(exps, out=exps)
+        exps.sum(axis=1, out=sums)
+    return exps, sums, np.log(sums) + shift - picked  # log Σ exp(logits) − logit[target]
 
 
 def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray]:
     """Upstream gradient of the per-row NLL (B,) → gradients of params, same order and shapes."""
     emb, w_ih, w_hh, b, w_y, b_y = params
     H = w_hh.shape[1]
-    dlogits = cache.probs  # reused in place: y − onehot, times each row's upstream gradient
-    dlogits[np.arange(len(cache.target)), cache.target] -= 1.0
-    up = dnll[cache.rows]
-    uniform = len(up) > 0 and bool((up == up[0]).all())  # the usual mean loss: scale the small products
-    scale = up[0] if uniform else 1.0
-    if not uniform:
-        dlogits *= up[:, None]
-    dw_aug = dlogits.T @ cache.sel  # (V, H+1): W_y's gradient and, in the last column, b_y's
-    dw_y, db_y = dw_aug[:, :H] * scale, dw_aug[:, H] * scale
+    # SPEC.md's δ = y − onehot with y = exps / sums: subtract sums at the targets in place, and leave the
+    # division (with each row's upstream gradient) to the small (N, H+1) side of the products.
+    d = cache.exps
+    d[np.arange(len(cache.target)), cache.target] -= cache.sums
+    scale = (dnll[cache.rows] / cache.sums)[:, None].astype(emb.dtype)  # (N, 1)
+    dw_aug = d.T @ (cache.sel * scale)  # (V, H+1): W_y's gradient and, in the last column, b_y's
     dhs = np.zeros(cache.lstm.acts.shape[:2] + (H,), dtype=emb.dtype)
-    dhs[cache.mask] = (dlogits @ w_y) * scale  # δh_t = W_yᵀ(y_t − onehot_t)
-    dx, dw_ih, dw_hh, db = lstm_backward(dhs, cache.lstm)
+    dhs[cache.mask] = (d @ w_y) * scale  # δh_t = W_yᵀ(y_t − onehot_t)
+    dpre, dw_hh = lstm_backward(dhs, cache.lstm)
+    flat = dpre.reshape(-1, 4 * H)  # (T·B, 4H)
+    x = cache.x.reshape(len(flat), -1)  # (T·B, E)
     demb = np.zeros_like(emb)
-    np.add.at(demb, cache.tokens_t.ravel(), dx.reshape(-1, emb.shape[1]))
-    return [demb, dw_ih, dw_hh, db, dw_y, db_y]
+    np.add.at(demb, cache.tokens_t.ravel(), flat @ w_ih)  # Σ_* W_*xᵀ δ*_pre, per character
+    return [demb, flat.T @ x, dw_hh, flat.sum(0), dw_aug[:, :H], dw_aug[:, H]]
 
 
 def logits_forward(params, tokens, h0, c0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B, T) tokens from state (h0, c0) → logits (B, T, V) and the final (h, C); no cache (inference)."""
     emb, w_ih, w_hh, b, w_y, b_y = params
-    hs, cache = lstm_forward(emb[tokens.T], w_ih, w_hh, b, h0, c0)
+    hs, cache = lstm_forward(*input_table(emb, w_ih, b, tokens.T), w_hh, h0, c0)
     logits = hs @ w_y.T + b_y  # (T, B, V)
     return logits.transpose(1, 0, 2), cache.hs[-1], cache.cs[-1]
 

@@ -5,7 +5,9 @@ the whole recurrence is one autograd.Function (`LSTMScan`): the forward keeps th
 the backward walks the steps once with the gradient equations of SPEC.md, leaving the weight gradients to
 one large product over all steps. A character's input projection W_x x + b depends only on the character,
 so it is computed once per distinct character of the batch (`input_projection`) rather than per position.
-Everything runs on CPU or GPU. Tensors inside are time-major, (T, B, …), so each step's slice is contiguous.
+At the course size a step's kernels are small, so each step issues as few of them as it can (one sigmoid
+for all four gates, per-step views made up front). Everything runs on CPU or GPU. Tensors inside are
+time-major, (T, B, …), so each step's slice is contiguous.
 """
 
 from __future__ import annotations
@@ -31,21 +33,23 @@ class LSTMScan(torch.autograd.Function):
         T, B = where.shape
         G = table.shape[1]
         H = G // 4
-        acts = table.new_empty(T, B, G)  # gate activations i, f, g=c̃, o
+        # tanh(z) = 2σ(2z) − 1: with the c̃ rows doubled, one sigmoid covers all four gates (one kernel,
+        # which at B·4H ≥ 32768 entries also runs on every thread), then c̃ = 2s − 1 on its block.
+        scale = table.new_ones(G)
+        scale[2 * H : 3 * H] = 2.0
+        acts = F.embedding(where, table * scale)  # (T, B, 4H) input projections, turned into activations
         cs = table.new_empty(T + 1, B, H)  # C_0 … C_T
         hs = table.new_empty(T + 1, B, H)  # h_0 … h_T
         tanh_cs = table.new_empty(T, B, H)
         cs[0], hs[0] = c0, h0
-        w_hh_t = w_hh.t()
-        # per-step views, made once: i and f side by side, c̃, o
-        gates = acts, acts[..., : 2 * H], acts[..., 2 * H : 3 * H], acts[..., 3 * H :]
-        steps = zip(*gates, where, hs[:-1], cs[:-1], cs[1:], tanh_cs, hs[1:], strict=True)
-        for a, i_f, g, o, w_t, h, c, c_new, tc, h_new in steps:
-            torch.index_select(table, 0, w_t, out=a).addmm_(h, w_hh_t)  # pre-activations of the four gates
-            i_f.sigmoid_()
-            g.tanh_()
-            o.sigmoid_()
-            torch.mul(i_f[:, H:], c, out=c_new).addcmul_(i_f[:, :H], g)  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
+        w_hh_t = (w_hh * scale[:, None]).t()
+        # per-step views, made once (a Python-level slice per step costs as much as a small kernel)
+        i, f, g, o = acts.split(H, dim=2)
+        steps = zip(acts, i, f, g, o, hs[:-1], cs[:-1], cs[1:], tanh_cs, hs[1:], strict=True)
+        for a, i, f, g, o, h, c, c_new, tc, h_new in steps:
+            a.addmm_(h, w_hh_t).sigmoid_()  # i, f, o and σ(2 z_c̃)
+            g.mul_(2.0).sub_(1.0)  # c̃ = tanh(z_c̃)
+            torch.mul(f, c, out=c_new).addcmul_(i, g)  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
             torch.tanh(c_new, out=tc)
             torch.mul(o, tc, out=h_new)  # h_t = o ⊙ tanh(C_t)
         ctx.table_rows = table.shape[0]
@@ -70,18 +74,22 @@ class LSTMScan(torch.autograd.Function):
         dc_from_h = _tanh_d(o, tanh_cs)  # ∂C_t/∂h_t factor: o ⊙ tanh'(C_t)
         dpre = torch.empty_like(acts)  # (T, B, 4H) pre-activation deltas
         dh = dhs[T - 1] + dh_last
-        dc = dc_last  # δC flowing back from step t+1
+        dc = dc_last  # δC flowing back from step t+1, times f_{t+1}
+        # per-step views, made once: the i, f, c̃ blocks (driven by δC) as (B, 3, H), and o (driven by δh)
+        ifg = local[..., : 3 * H].unflatten(2, (3, H)), dpre[..., : 3 * H].unflatten(2, (3, H))
+        views = list(zip(*ifg, local[..., 3 * H :], dpre[..., 3 * H :], dpre, dc_from_h, f, strict=True))
         for t in reversed(range(T)):
-            d, lt = dpre[t], local[t]
-            dc = torch.addcmul(dc * f[t + 1] if t + 1 < T else dc, dh, dc_from_h[t])  # δC_t
-            torch.mul(lt[:, : 3 * H].view(B, 3, H), dc[:, None], out=d[:, : 3 * H].view(B, 3, H))
-            torch.mul(lt[:, 3 * H :], dh, out=d[:, 3 * H :])
+            l_ifg, d_ifg, l_o, d_o, d, k, f_t = views[t]
+            dc = torch.addcmul(dc, dh, k)  # δC_t = δh ⊙ o ⊙ tanh'(C_t) + δC_{t+1} ⊙ f_{t+1}
+            torch.mul(l_ifg, dc.unsqueeze(1), out=d_ifg)
+            torch.mul(l_o, dh, out=d_o)
             # δh_{t−1}: the step's own output gradient plus Σ_* W_*hᵀ δ*_pre
             dh = torch.addmm(dhs[t - 1], d, w_hh) if t > 0 else d @ w_hh
+            dc = dc * f_t
         flat = dpre.view(T * B, G)
         dtable = flat.new_zeros(ctx.table_rows, G).index_add_(0, where.view(-1), flat)  # Σ over each character's steps
         dw_hh = flat.t() @ hs[:-1].reshape(T * B, H)
-        return dtable, None, dw_hh, dh, dc * f[0]
+        return dtable, None, dw_hh, dh, dc
 
 
 def input_projection(tokens_t: torch.Tensor, embedding, w_ih, bias) -> tuple[torch.Tensor, torch.Tensor]:
