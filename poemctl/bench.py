@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from poemctl.allocator import keep_freed_memory
 from poemctl.config import DataConfig, ModelConfig, OptimConfig
 from poemctl.data import load_corpus
 from poemctl.registry import MODELS, OPTIMIZERS
@@ -92,6 +93,7 @@ class _Run:
 
 
 def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, seed: int, queue) -> None:
+    keep_freed_memory()  # as the CLI does for training (a spawned process starts with glibc's defaults)
     corpus = load_corpus(data)
     model_cls = MODELS.get(name)
     cpu_only = getattr(model_cls, "cpu_only", False)

@@ -560,6 +560,9 @@ def plugins() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from poemctl.allocator import keep_freed_memory
+
+    keep_freed_memory()
     app(prog_name="poemctl")
 
 
