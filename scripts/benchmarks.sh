@@ -18,17 +18,20 @@ for what in "$@"; do
         --out "$OUT/study" ;;
     speed)   # issues 3 and 7: tokens/s side by side, in one run
       poemctl bench --models cudnn-lstm,torch-lstm,numpy-lstm --steps 20 "${D[@]}" ;;
-    parity)  # issue 3: numpy-lstm and torch-lstm loss curves, same seed and data order, 200 steps
-      for m in torch-lstm numpy-lstm; do
+    parity)  # issues 3 and 7: numpy-lstm and cudnn-lstm (torch.nn.LSTM) against torch-lstm, 200 steps, same seed
+      for m in torch-lstm numpy-lstm cudnn-lstm; do
         poemctl train --model "$m" --max-steps 200 --save-every 0 "${D[@]}" --out "$OUT/parity/$m"
       done
       python - "$OUT/parity" <<'PY'
 import json, pathlib, sys
-runs = {m: next((pathlib.Path(sys.argv[1]) / m).iterdir()) for m in ("torch-lstm", "numpy-lstm")}
+models = ("torch-lstm", "numpy-lstm", "cudnn-lstm")
+runs = {m: next((pathlib.Path(sys.argv[1]) / m).iterdir()) for m in models}
 loss = {m: [json.loads(x)["loss"] for x in (r / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
         for m, r in runs.items()}
-rel = [abs(a - b) / b for a, b in zip(loss["numpy-lstm"], loss["torch-lstm"], strict=True)]
-print(f"parity over {len(rel)} steps: max relative loss difference {max(rel):.2e}, mean {sum(rel) / len(rel):.2e}")
+for m in models[1:]:
+    rel = [abs(a - b) / b for a, b in zip(loss[m], loss["torch-lstm"], strict=True)]
+    print(f"{m} vs torch-lstm over {len(rel)} steps: max relative loss difference {max(rel):.2e}, "
+          f"mean {sum(rel) / len(rel):.2e}")
 PY
       ;;
     poems)   # issue 6: 1000 poems from the best main checkpoint, without and with --rhyme / --tones
