@@ -25,16 +25,19 @@ def _reference(hs, w, b, target):
     return F.cross_entropy(F.linear(hs, w, b), target, reduction="none")
 
 
-@pytest.mark.parametrize("scale", [1.0, 1000.0])  # 1000: exp overflows, the stable path takes over
-def test_matches_autograd_cross_entropy(scale):
-    hs, w, b, target = _inputs(scale=scale)
-    up = torch.rand(len(target), dtype=torch.float64)  # a different upstream gradient per row
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [(1.0, torch.float64), (1000.0, torch.float64), (1.0, torch.float32), (12.0, torch.float32)],
+)  # 1000: exp overflows; 12 (float32): logits up to 57, sums beyond 2⁶⁴; both take the stable path
+def test_matches_autograd_cross_entropy(scale, dtype):
+    hs, w, b, target = _inputs(scale=scale, dtype=dtype)
+    up = torch.rand(len(target), dtype=dtype)  # a different upstream gradient per row
     nll, grads = _grads(SoftmaxCrossEntropy.apply, hs, w, b, target, up)
     ref_nll, ref_grads = _grads(_reference, hs, w, b, target, up)
     assert torch.isfinite(nll).all()
     torch.testing.assert_close(nll, ref_nll)
     for got, want in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
 def test_bf16_autocast_close_to_float32():
