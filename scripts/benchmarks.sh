@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full-corpus benchmarks reported in README.md (not tests). Each writes under $OUT (default bench-out/).
-# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|study|speed|parity|poems]...
+# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:?corpus folder, e.g. ../shared/chinese-poetry}; shift
@@ -13,11 +13,15 @@ for what in "$@"; do
     main)    # issue 2: the course preset, 10 epochs, torch-lstm
       poemctl train "${D[@]}" --out "$OUT/main"
       poemctl plot "$OUT"/main/* -o "$OUT/main.png" ;;
+    mainref) # issue 2's run with the reference torch.nn.LSTM (same seed and data order), for comparison
+      poemctl train --model cudnn-lstm "${D[@]}" --out "$OUT/main-ref"
+      poemctl plot "$OUT"/main/* "$OUT"/main-ref/* -o "$OUT/main-vs-ref.png" ;;
     study)   # issue 4: the four optimizers, same seed and data order, same number of steps
       poemctl compare --optimizers sgd,momentum,adagrad,adam --max-steps 500 --eval-every 250 "${D[@]}" \
         --out "$OUT/study" ;;
     speed)   # issues 3 and 7: tokens/s side by side, in one run
-      poemctl bench --models cudnn-lstm,torch-lstm,numpy-lstm --steps 20 "${D[@]}" ;;
+      poemctl bench --models cudnn-lstm,torch-lstm,numpy-lstm --steps 10 --repeats 6 "${D[@]}"
+      poemctl bench --models cudnn-lstm,torch-lstm,numpy-lstm --batch-size 256 --steps 5 --repeats 4 "${D[@]}" ;;
     parity)  # issues 3 and 7: numpy-lstm and cudnn-lstm (torch.nn.LSTM) against torch-lstm, 200 steps, same seed
       for m in torch-lstm numpy-lstm cudnn-lstm; do
         poemctl train --model "$m" --max-steps 200 --save-every 0 "${D[@]}" --out "$OUT/parity/$m"
