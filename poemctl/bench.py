@@ -87,7 +87,6 @@ class _Run:
 
     step_s: list[float]
     load_s: list[float]
-    scored: int  # scored targets per step, on average
     matmul_s: float
     peak_mib: float
 
@@ -129,7 +128,7 @@ def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: s
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(_Run(step_s, load_s, scored // steps, matmul_s, peak))
+    queue.put(_Run(step_s, load_s, matmul_s, peak))
 
 
 def _in_process(name: str, data: DataConfig, batch_size: int, steps: int, device: str, seed: int) -> _Run:
@@ -148,12 +147,11 @@ def bench(
     """Figures for each model from `repeats` runs of `steps` steps each, alternating between the models."""
     for name in models:
         MODELS.get(name)  # unknown names fail before any work
-    load_corpus(data)  # build the cache once, outside the timed processes
+    T = load_corpus(data).train.shape[1] - 1  # also builds the cache once, outside the timed processes
     runs: list[list[_Run]] = [[] for _ in models]
     for r in range(repeats):
         for k in ((r + j) % len(models) for j in range(len(models))):  # the order rotates each round
             runs[k].append(_in_process(models[k], data, batch_size, steps, device, seed=r))
-    T = load_corpus(data).train.shape[1] - 1
     run_ms = [tuple(statistics.median(run.step_s) * 1e3 for run in model_runs) for model_runs in runs]
     results = []
     for name, model_runs, ms in zip(models, runs, run_ms, strict=True):

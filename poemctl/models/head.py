@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-_LOW, _HIGH = 2.0**-100, 2.0**64  # the row sums of exp(logits) the fast path accepts
+FAST_SUMS = (2.0**-100, 2.0**64)  # the row sums of exp(logits) the fast path (no max subtraction) accepts
 
 
 def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
@@ -38,7 +38,7 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
             # seen in training: trained models stay below 20); inside it the backward's 1/sum stays normal.
             exps = logits.exp_()
             sums = exps.sum(1)
-            if not bool(((sums >= _LOW) & (sums <= _HIGH)).all()):
+            if not bool(((sums >= FAST_SUMS[0]) & (sums <= FAST_SUMS[1])).all()):
                 exps = torch.mm(h_, w_.t()).to(soft_dtype)
                 exps += bias.to(soft_dtype)
                 shift = exps.amax(1)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from poemctl.models.base import ModelOutput, PoemModel, State
+from poemctl.models.head import FAST_SUMS
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -151,7 +152,7 @@ def _exp_logits(sel, w_aug, target, rows_per_block: int = 64) -> tuple[np.ndarra
 
     list(_pool(max(1, torch.get_num_threads())).map(exp_and_sum, range(0, len(exps), rows_per_block)))
     shift = 0.0
-    if not ((sums >= 2.0**-100) & (sums <= 2.0**64)).all():  # logits beyond about ±44: the stable way
+    if not ((sums >= FAST_SUMS[0]) & (sums <= FAST_SUMS[1])).all():  # logits beyond about ±44: the stable way
         exps = sel @ w_aug
         shift = exps.max(axis=1)
         exps -= shift[:, None]
