@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from poemctl.config import ModelConfig
-from poemctl.models.base import ModelOutput, PoemModel, State
+from poemctl.models.base import PoemModel, State
 
 
 class AutogradLSTM(PoemModel):
@@ -26,17 +26,9 @@ class AutogradLSTM(PoemModel):
             hs.append(h)
         return torch.stack(hs, dim=1), (h, c)
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        state: State | None = None,
-        targets: torch.Tensor | None = None,
-        ignore_index: int = -100,
-    ) -> ModelOutput:
-        """Per-row NLL through F.cross_entropy (no hand-written head)."""
-        h, state = self.hidden_states(tokens, state)
-        nll = F.cross_entropy(self.output(h).transpose(1, 2), targets, ignore_index=ignore_index, reduction="none")
-        return ModelOutput(None, state, nll.sum(1), (targets != ignore_index).sum(1))
+    def scored_nll(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The output layer and F.cross_entropy, by autograd (no hand-written head)."""
+        return F.cross_entropy(self.output(h), target, reduction="none")
 
 
 @dataclass(frozen=True)

@@ -83,10 +83,14 @@ class PoemModel(nn.Module):
             return ModelOutput(self.output(h), state, None, None)
         mask = targets != ignore_index
         # The output layer is most of the work: run it on scored positions only, padding costs nothing.
-        nll = SoftmaxCrossEntropy.apply(h[mask], self.output.weight, self.output.bias, targets[mask])  # (N,)
+        nll = self.scored_nll(h[mask], targets[mask])  # (N,)
         rows = mask.nonzero()[:, 0]
         per_row = torch.zeros(tokens.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
         return ModelOutput(None, state, per_row, mask.sum(1))
+
+    def scored_nll(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Hidden states (N, H) at the scored positions and their targets (N,) → cross-entropy (N,)."""
+        return SoftmaxCrossEntropy.apply(h, self.output.weight, self.output.bias, target)
 
     def zero_state(self, batch: int, device=None, dtype=None) -> State:
         """(h, C) of zeros for a batch."""
