@@ -6,6 +6,9 @@ distinct character of the batch (a table). `loss_forward` returns a cache and `l
 gradients (Karpathy's layout); `NumpyLSTM` joins the shared training loop through a torch.autograd.Function,
 so optimizers, clipping, checkpoints and multi-process training are the same. Arrays inside are time-major:
 (T, B, …), so each step's slice is contiguous.
+
+Threads: inside the model NumPy's BLAS runs single-threaded and the large products, and the output layer's
+exp and sums, are shared out in row blocks among the model's own threads (torch's intra-op count).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from poemctl.models.base import ModelOutput, PoemModel, State
 from poemctl.models.head import FAST_SUMS
@@ -24,6 +28,56 @@ from poemctl.models.head import FAST_SUMS
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """σ(x) written through tanh: no overflow for large |x|."""
     return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="numpy-lstm")
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())  # the model's threads: torch's intra-op count
+
+
+def _map(fn, parts: list) -> None:
+    """Run fn on each part on the model's threads; NumPy releases the GIL inside its loops and BLAS."""
+    if len(parts) == 1:
+        fn(parts[0])
+    else:
+        list(_pool(_threads()).map(fn, parts))
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    """Slices of at most size covering range(n)."""
+    size = max(1, size)
+    return [slice(k, min(k + size, n)) for k in range(0, n, size)]
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b with the rows of a shared among the model's threads."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    _map(lambda s: np.matmul(a[s], b, out=out[s]), _blocks(len(a), -(-len(a) // _threads())))
+    return out
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _own_threads(fn):
+    """Run fn with NumPy's BLAS single-threaded: the model's own threads share out the large products.
+
+    Why: an OpenBLAS worker spins for a while after each product it joined, taking a core from whatever
+    runs next (this model's exp threads, or torch's optimizer step) on a machine with few cores.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with _blas().limit(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 class LSTMCache(NamedTuple):
@@ -81,7 +135,7 @@ def lstm_backward(dhs: np.ndarray, cache: LSTMCache) -> tuple[np.ndarray, np.nda
         d[:, 3 * H :] = dh * tc * o * (1.0 - o)  # δo_pre
         dh_next = d @ w_hh  # Σ_* W_*hᵀ δ*_pre
         dc_next = dc * f
-    dw_hh = dpre.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)
+    dw_hh = _matmul(dpre.reshape(T * B, 4 * H).T, hs[:-1].reshape(T * B, H))
     return dpre, dw_hh
 
 
@@ -106,9 +160,10 @@ def _zeros_state(B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray]:
 def input_table(emb, w_ih, b, tokens_t) -> tuple[np.ndarray, np.ndarray]:
     """(T, B) ids → table (U, 4H) of W_x x + b for each distinct character, and where (T, B) indexes it."""
     chars, where = np.unique(tokens_t, return_inverse=True)
-    return emb[chars] @ w_ih.T + b, where.reshape(tokens_t.shape)
+    return _matmul(emb[chars], w_ih.T) + b, where.reshape(tokens_t.shape)
 
 
+@_own_threads
 def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray, np.ndarray, LossCache]:
     """(B, T) tokens and targets → per-row summed NLL (B,), scored counts (B,), cache."""
     emb, w_ih, w_hh, b, w_y, b_y = params
@@ -129,31 +184,27 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     return per_row, mask.sum(0), cache
 
 
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="numpy-lstm")
+def _exp_logits(sel, w_aug, target, rows_per_block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """exp(sel @ w_aug) (N, V), row sums (N,) and the NLL of target (N,); never divided out.
 
-
-def _exp_logits(sel, w_aug, target, rows_per_block: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """exp(sel @ w_aug) (N, V) in place, row sums (N,) and the NLL of target (N,); never divided out.
-
-    exp and the sums run in row blocks that stay in cache, spread over torch's intra-op thread count
-    (NumPy releases the GIL inside them; one thread would leave the other cores idle on the largest pass
-    of the step). There is no max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴].
+    Each block of rows goes through product, exp and sum while it is in cache, the blocks shared among the
+    model's threads. There is no max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴].
     """
-    exps = sel @ w_aug
-    picked = exps[np.arange(len(target)), target]  # the targets' logits
-    sums = np.empty(len(exps), dtype=exps.dtype)
+    exps = np.empty((len(sel), w_aug.shape[1]), dtype=sel.dtype)
+    sums = np.empty(len(sel), dtype=sel.dtype)
+    picked = np.empty(len(sel), dtype=sel.dtype)  # the targets' logits
 
-    def exp_and_sum(k: int) -> None:
+    def block(s: slice) -> None:
+        logits = np.matmul(sel[s], w_aug, out=exps[s])
+        picked[s] = logits[np.arange(len(logits)), target[s]]
         with np.errstate(over="ignore"):
-            block = np.exp(exps[k : k + rows_per_block], out=exps[k : k + rows_per_block])
-        block.sum(axis=1, out=sums[k : k + rows_per_block])
+            np.exp(logits, out=logits)
+        logits.sum(axis=1, out=sums[s])
 
-    list(_pool(max(1, torch.get_num_threads())).map(exp_and_sum, range(0, len(exps), rows_per_block)))
+    _map(block, _blocks(len(sel), rows_per_block))
     shift = 0.0
     if not ((sums >= FAST_SUMS[0]) & (sums <= FAST_SUMS[1])).all():  # logits beyond about ±44: the stable way
-        exps = sel @ w_aug
+        exps = _matmul(sel, w_aug)
         shift = exps.max(axis=1)
         exps -= shift[:, None]
         np.exp(exps, out=exps)
@@ -161,6 +212,7 @@ def _exp_logits(sel, w_aug, target, rows_per_block: int = 64) -> tuple[np.ndarra
     return exps, sums, np.log(sums) + shift - picked  # log Σ exp(logits) − logit[target]
 
 
+@_own_threads
 def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray]:
     """Upstream gradient of the per-row NLL (B,) → gradients of params, same order and shapes."""
     emb, w_ih, w_hh, b, w_y, b_y = params
@@ -170,22 +222,23 @@ def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray
     d = cache.exps
     d[np.arange(len(cache.target)), cache.target] -= cache.sums
     scale = (dnll[cache.rows] / cache.sums)[:, None].astype(emb.dtype)  # (N, 1)
-    dw_aug = d.T @ (cache.sel * scale)  # (V, H+1): W_y's gradient and, in the last column, b_y's
+    dw_aug = _matmul(d.T, cache.sel * scale)  # (V, H+1): W_y's gradient and, in the last column, b_y's
     dhs = np.zeros(cache.lstm.acts.shape[:2] + (H,), dtype=emb.dtype)
-    dhs[cache.mask] = (d @ w_y) * scale  # δh_t = W_yᵀ(y_t − onehot_t)
+    dhs[cache.mask] = _matmul(d, w_y) * scale  # δh_t = W_yᵀ(y_t − onehot_t)
     dpre, dw_hh = lstm_backward(dhs, cache.lstm)
     flat = dpre.reshape(-1, 4 * H)  # (T·B, 4H)
     x = cache.x.reshape(len(flat), -1)  # (T·B, E)
     demb = np.zeros_like(emb)
-    np.add.at(demb, cache.tokens_t.ravel(), flat @ w_ih)  # Σ_* W_*xᵀ δ*_pre, per character
-    return [demb, flat.T @ x, dw_hh, flat.sum(0), dw_aug[:, :H], dw_aug[:, H]]
+    np.add.at(demb, cache.tokens_t.ravel(), _matmul(flat, w_ih))  # Σ_* W_*xᵀ δ*_pre, per character
+    return [demb, _matmul(flat.T, x), dw_hh, flat.sum(0), dw_aug[:, :H], dw_aug[:, H]]
 
 
+@_own_threads
 def logits_forward(params, tokens, h0, c0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B, T) tokens from state (h0, c0) → logits (B, T, V) and the final (h, C); no cache (inference)."""
     emb, w_ih, w_hh, b, w_y, b_y = params
     hs, cache = lstm_forward(*input_table(emb, w_ih, b, tokens.T), w_hh, h0, c0)
-    logits = hs @ w_y.T + b_y  # (T, B, V)
+    logits = (_matmul(hs.reshape(-1, hs.shape[2]), w_y.T) + b_y).reshape(*hs.shape[:2], -1)  # (T, B, V)
     return logits.transpose(1, 0, 2), cache.hs[-1], cache.cs[-1]
 
 

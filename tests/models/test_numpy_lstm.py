@@ -3,6 +3,7 @@ import re
 
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 from typer.testing import CliRunner
 
 from poemctl.cli import app
@@ -138,3 +139,34 @@ def test_large_logits_take_the_stable_softmax():
         out.nll.sum().backward()
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 301])
+def test_products_shared_among_threads_match_numpy(rows):
+    rng = numpy_lstm.np.random.default_rng(rows)
+    a, b = rng.standard_normal((rows, 9)), rng.standard_normal((9, 4))
+    numpy_lstm.np.testing.assert_allclose(numpy_lstm._matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    numpy_lstm.np.testing.assert_allclose(numpy_lstm._matmul(b.T, a.T), b.T @ a.T, rtol=1e-12, atol=1e-12)
+
+
+def _blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_blas_single_threaded_inside_a_step_and_restored_after(monkeypatch):
+    before = _blas_threads()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    seen = []
+    real = numpy_lstm.lstm_forward
+
+    def spy(*args):
+        seen.append(_blas_threads())
+        return real(*args)
+
+    monkeypatch.setattr(numpy_lstm, "lstm_forward", spy)
+    torch.manual_seed(0)
+    model = NumpyLSTM(CFG)
+    out = model(torch.randint(1, 30, (2, 5)), targets=torch.randint(1, 30, (2, 5)), ignore_index=0)
+    out.nll.sum().backward()
+    assert seen[0] == [1] * len(before), seen
+    assert _blas_threads() == before
