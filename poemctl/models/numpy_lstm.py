@@ -143,7 +143,7 @@ class LossCache(NamedTuple):
     """What loss_backward needs from loss_forward."""
 
     tokens_t: np.ndarray  # (T, B) inputs, time-major
-    x: np.ndarray  # (T, B, E) their embeddings
+    x: np.ndarray  # (T·B, E+1) their embeddings, and a column of ones (for the bias gradient)
     rows: np.ndarray  # (N,) batch row of each scored target
     mask: np.ndarray  # (T, B) scored targets
     sel: np.ndarray  # (N, H+1) hidden states at scored targets, and a column of ones
@@ -180,7 +180,10 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     exps, sums, nll = _exp_logits(sel, w_aug, target)
     rows = np.nonzero(mask)[1]
     per_row = np.bincount(rows, weights=nll, minlength=B).astype(emb.dtype)
-    cache = LossCache(tokens_t, emb[tokens_t], rows, mask, sel, exps, sums, target, lstm)
+    x = np.empty((tokens_t.size, emb.shape[1] + 1), dtype=emb.dtype)
+    x[:, :-1] = emb[tokens_t.ravel()]
+    x[:, -1] = 1.0
+    cache = LossCache(tokens_t, x, rows, mask, sel, exps, sums, target, lstm)
     return per_row, mask.sum(0), cache
 
 
@@ -227,10 +230,13 @@ def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray
     dhs[cache.mask] = _matmul(d, w_y) * scale  # δh_t = W_yᵀ(y_t − onehot_t)
     dpre, dw_hh = lstm_backward(dhs, cache.lstm)
     flat = dpre.reshape(-1, 4 * H)  # (T·B, 4H)
-    x = cache.x.reshape(len(flat), -1)  # (T·B, E)
-    demb = np.zeros_like(emb)
-    np.add.at(demb, cache.tokens_t.ravel(), _matmul(flat, w_ih))  # Σ_* W_*xᵀ δ*_pre, per character
-    return [demb, _matmul(flat.T, x), dw_hh, flat.sum(0), dw_aug[:, :H], dw_aug[:, H]]
+    dx = _matmul(flat, w_ih)  # (T·B, E): Σ_* W_*xᵀ δ*_pre at each position
+    # summed per character; one index per element takes NumPy's fast 1-D add.at (the row-wise form is 4× slower)
+    E = emb.shape[1]
+    demb = np.zeros(emb.shape, dtype=emb.dtype)
+    np.add.at(demb.reshape(-1), (cache.tokens_t.reshape(-1, 1) * E + np.arange(E)).ravel(), dx.ravel())
+    dw_x = _matmul(flat.T, cache.x)  # (4H, E+1): W_x's gradient and, in the last column, b's
+    return [demb, dw_x[:, :E], dw_hh, dw_x[:, E], dw_aug[:, :H], dw_aug[:, H]]
 
 
 @_own_threads
