@@ -91,7 +91,7 @@ class _Run:
     peak_mib: float
 
 
-def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, seed: int, queue) -> None:
+def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, graphs: bool, seed: int, queue):
     keep_freed_memory()  # as the CLI does for training (a spawned process starts with glibc's defaults)
     corpus = load_corpus(data)
     model_cls = MODELS.get(name)
@@ -99,6 +99,8 @@ def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: s
     device = "cpu" if cpu_only else device
     torch.manual_seed(0)
     model = model_cls(ModelConfig(vocab_size=len(corpus.vocab))).to(device)
+    if graphs and hasattr(model, "use_cuda_graphs"):
+        model.use_cuda_graphs()
     optimizer = OPTIMIZERS.get("adam")(model.parameters(), OptimConfig())
     loader = _endless(corpus.train, batch_size, seed)
     pad = corpus.vocab.pad_id
@@ -131,10 +133,10 @@ def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: s
     queue.put(_Run(step_s, load_s, matmul_s, peak))
 
 
-def _in_process(name: str, data: DataConfig, batch_size: int, steps: int, device: str, seed: int) -> _Run:
+def _in_process(name: str, data: DataConfig, batch_size: int, steps: int, device: str, graphs: bool, seed: int) -> _Run:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run_one, args=(name, data, batch_size, steps, device, seed, queue))
+    proc = ctx.Process(target=_run_one, args=(name, data, batch_size, steps, device, graphs, seed, queue))
     proc.start()
     run = queue.get()
     proc.join()
@@ -142,16 +144,25 @@ def _in_process(name: str, data: DataConfig, batch_size: int, steps: int, device
 
 
 def bench(
-    models: list[str], data: DataConfig, batch_size: int, steps: int, device: str, repeats: int = 3
+    models: list[str],
+    data: DataConfig,
+    batch_size: int,
+    steps: int,
+    device: str,
+    repeats: int = 3,
+    cuda_graphs: bool = False,
 ) -> list[BenchResult]:
-    """Figures for each model from `repeats` runs of `steps` steps each, alternating between the models."""
+    """Figures for each model from `repeats` runs of `steps` steps each, alternating between the models.
+
+    cuda_graphs: models that have a CUDA-graph mode (torch-lstm) train in it.
+    """
     for name in models:
         MODELS.get(name)  # unknown names fail before any work
     T = load_corpus(data).train.shape[1] - 1  # also builds the cache once, outside the timed processes
     runs: list[list[_Run]] = [[] for _ in models]
     for r in range(repeats):
         for k in ((r + j) % len(models) for j in range(len(models))):  # the order rotates each round
-            runs[k].append(_in_process(models[k], data, batch_size, steps, device, seed=r))
+            runs[k].append(_in_process(models[k], data, batch_size, steps, device, cuda_graphs, seed=r))
     run_ms = [tuple(statistics.median(run.step_s) * 1e3 for run in model_runs) for model_runs in runs]
     results = []
     for name, model_runs, ms in zip(models, runs, run_ms, strict=True):

@@ -178,6 +178,9 @@ def train(
     clip: float = typer.Option(_T.clip, help="Clip the gradient norm to this (0: off)."),
     grad_accum: int = typer.Option(_T.grad_accum, help="Accumulate gradients over N batches per step."),
     mixed_precision: str = typer.Option(_T.mixed_precision, help="no, bf16 or fp16 (through Accelerate)."),
+    cuda_graphs: bool = typer.Option(
+        _T.cuda_graphs, help="Replay torch-lstm's recurrences from CUDA graphs (GPU only; experimental, unmeasured)."
+    ),
     out_dir: str = OUT_OPT,
     cpu: bool = CPU_OPT,
     corpus: str = CorpusOpt,
@@ -493,6 +496,9 @@ def bench_cmd(
     batch_size: int = typer.Option(_T.batch_size, help="Poems per step."),
     steps: int = typer.Option(20, help="Timed steps per run (after 2 warm-up steps)."),
     repeats: int = typer.Option(3, help="Runs per model, each in a fresh process, alternating between the models."),
+    cuda_graphs: bool = typer.Option(
+        False, help="torch-lstm replays its recurrences from CUDA graphs (--device cuda)."
+    ),
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
     max_poems: int = MAX_POEMS_OPT,
@@ -513,11 +519,13 @@ def bench_cmd(
 
         if not torch.cuda.is_available():
             raise PoemctlError("--device cuda: no CUDA device is available here")
+    if cuda_graphs and device != "cuda":
+        raise PoemctlError("--cuda-graphs needs --device cuda")
     if batch_size < 1 or steps < 1 or repeats < 1:
         raise PoemctlError("--batch-size, --steps and --repeats must be at least 1")
     names = [m.strip() for m in models.split(",") if m.strip()]
     data = DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems)
-    results = bench(names, data, batch_size, steps, device, repeats)
+    results = bench(names, data, batch_size, steps, device, repeats, cuda_graphs)
     table = Table(
         "model",
         "tokens/s",
@@ -527,7 +535,8 @@ def bench_cmd(
         "matmul bound",
         "data loading",
         "peak MiB",
-        title=f"course config, batch {batch_size}, median step of {repeats} alternating runs × {steps} steps, {device}",
+        title=f"course config, batch {batch_size}, median step of {repeats} alternating runs × {steps} steps, {device}"
+        + (", torch-lstm from CUDA graphs" if cuda_graphs else ""),
     )
     for r in results:
         table.add_row(

@@ -89,6 +89,7 @@ class TrainConfig:
     cpu: bool = False
     grad_accum: int = 1
     mixed_precision: str = "no"
+    cuda_graphs: bool = False  # replay torch-lstm's recurrences from CUDA graphs (GPU only)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")

@@ -97,6 +97,10 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
     if getattr(model_cls, "cpu_only", False) and not cpu:
         cpu = True
         say(f"{cfg.train.model} runs on the CPU only: training on the CPU")
+    if cfg.train.cuda_graphs and cpu:
+        raise PoemctlError("--cuda-graphs needs a GPU (none is available here, or --cpu was given)")
+    if cfg.train.cuda_graphs and not hasattr(model_cls, "use_cuda_graphs"):
+        raise PoemctlError(f"--cuda-graphs: {cfg.train.model} has no CUDA-graph mode (torch-lstm has)")
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=cfg.train.mixed_precision,
@@ -122,6 +126,8 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     run_dir = resume or (make_run_dir(cfg.train.out, cfg.train.model) if main else None)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(corpus.vocab)))
     model = model_cls(cfg.model)
+    if cfg.train.cuda_graphs:
+        model.use_cuda_graphs()
     optimizer = make_optimizer(optimizer_factory, model.parameters(), cfg)
     train_dl = batches(corpus.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
     test_dl = batches(corpus.test, cfg.train.batch_size)

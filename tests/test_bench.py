@@ -30,3 +30,9 @@ def test_bench_rejects_an_unknown_model(tmp_path):
     )
     assert result.exit_code == 2
     assert "torch-lstm" in result.output  # the closest match is suggested
+
+
+def test_bench_cuda_graphs_need_the_cuda_device(tmp_path):
+    result = runner.invoke(app, ["bench", "--cuda-graphs", "--corpus", str(CORPUS), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--cuda-graphs needs --device cuda" in result.output

@@ -107,6 +107,7 @@ def _one_line_error(result, text):
         (["--seq-len", "1"], "--seq-len"),
         (["--model", "no-such-model"], "unknown model"),
         (["--optimizer", "adamm"], "did you mean 'adam'"),
+        (["--cuda-graphs", "--cpu"], "--cuda-graphs needs a GPU"),
     ],
 )
 def test_train_bad_input(tmp_path, args, text):

@@ -6,8 +6,9 @@ the backward walks the steps once with the gradient equations of SPEC.md, leavin
 one large product over all steps. A character's input projection W_x x + b depends only on the character,
 so it is computed once per distinct character of the batch (`input_projection`) rather than per position.
 At the course size a step's kernels are small, so each step issues as few of them as it can (one sigmoid
-for all four gates, per-step views made up front). Everything runs on CPU or GPU. Tensors inside are
-time-major, (T, B, …), so each step's slice is contiguous.
+for all four gates, per-step views made up front); on a GPU the two recurrences can be replayed from CUDA
+graphs (`CudaGraphs`, `--cuda-graphs`). Everything runs on CPU or GPU. Tensors inside are time-major,
+(T, B, …), so each step's slice is contiguous.
 """
 
 from __future__ import annotations
@@ -25,35 +26,25 @@ class LSTMScan(torch.autograd.Function):
     """table (U, 4H), where (T, B), W_hh (4H, H), h0 and C0 (B, H) → hs (T, B, H), h_T, C_T.
 
     Step t's gate pre-activations are table[where[t]] + W_hh h_{t−1}: the table holds W_x x + b of each
-    distinct character, so the input projection is never computed twice for the same character.
+    distinct character, so the input projection is never computed twice for the same character. The two
+    recurrences (`_forward_steps`, `_backward_steps`) run eagerly, or from CUDA graphs when given `graphs`.
     """
 
     @staticmethod
-    def forward(ctx, table, where, w_hh, h0, c0):
-        T, B = where.shape
-        G = table.shape[1]
-        H = G // 4
+    def forward(ctx, table, where, w_hh, h0, c0, graphs):
+        H = table.shape[1] // 4
         # tanh(z) = 2σ(2z) − 1: with the c̃ rows doubled, one sigmoid covers all four gates (one kernel,
         # which at B·4H ≥ 32768 entries also runs on every thread), then c̃ = 2s − 1 on its block.
-        scale = table.new_ones(G)
+        scale = table.new_ones(4 * H)
         scale[2 * H : 3 * H] = 2.0
         acts = F.embedding(where, table * scale)  # (T, B, 4H) input projections, turned into activations
-        cs = table.new_empty(T + 1, B, H)  # C_0 … C_T
-        hs = table.new_empty(T + 1, B, H)  # h_0 … h_T
-        tanh_cs = table.new_empty(T, B, H)
-        cs[0], hs[0] = c0, h0
         w_hh_t = (w_hh * scale[:, None]).t()
-        # per-step views, made once (a Python-level slice per step costs as much as a small kernel)
-        i, f, g, o = acts.split(H, dim=2)
-        steps = zip(acts, i, f, g, o, hs[:-1], cs[:-1], cs[1:], tanh_cs, hs[1:], strict=True)
-        for a, i, f, g, o, h, c, c_new, tc, h_new in steps:
-            a.addmm_(h, w_hh_t).sigmoid_()  # i, f, o and σ(2 z_c̃)
-            g.mul_(2.0).sub_(1.0)  # c̃ = tanh(z_c̃)
-            torch.mul(f, c, out=c_new).addcmul_(i, g)  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
-            torch.tanh(c_new, out=tc)
-            torch.mul(o, tc, out=h_new)  # h_t = o ⊙ tanh(C_t)
+        run = graphs.run if graphs is not None else _eager
+        acts, cs, tanh_cs, hs = run(_forward_steps, acts, w_hh_t, h0, c0)
         ctx.table_rows = table.shape[0]
+        ctx.graphs = graphs
         ctx.save_for_backward(acts, cs, tanh_cs, hs, w_hh, where)
+        T = where.shape[0]
         return hs[1:], hs[T].clone(), cs[T].clone()
 
     @staticmethod
@@ -72,24 +63,98 @@ class LSTMScan(torch.autograd.Function):
         _tanh_d(i, g, grad_input=local[..., 2 * H : 3 * H])
         _sigmoid_d(tanh_cs, o, grad_input=local[..., 3 * H :])
         dc_from_h = _tanh_d(o, tanh_cs)  # ∂C_t/∂h_t factor: o ⊙ tanh'(C_t)
-        dpre = torch.empty_like(acts)  # (T, B, 4H) pre-activation deltas
-        dh = dhs[T - 1] + dh_last
-        dc = dc_last  # δC flowing back from step t+1, times f_{t+1}
-        # per-step views, made once: the i, f, c̃ blocks (driven by δC) as (B, 3, H), and o (driven by δh)
-        ifg = local[..., : 3 * H].unflatten(2, (3, H)), dpre[..., : 3 * H].unflatten(2, (3, H))
-        views = list(zip(*ifg, local[..., 3 * H :], dpre[..., 3 * H :], dpre, dc_from_h, f, strict=True))
-        for t in reversed(range(T)):
-            l_ifg, d_ifg, l_o, d_o, d, k, f_t = views[t]
-            dc = torch.addcmul(dc, dh, k)  # δC_t = δh ⊙ o ⊙ tanh'(C_t) + δC_{t+1} ⊙ f_{t+1}
-            torch.mul(l_ifg, dc.unsqueeze(1), out=d_ifg)
-            torch.mul(l_o, dh, out=d_o)
-            # δh_{t−1}: the step's own output gradient plus Σ_* W_*hᵀ δ*_pre
-            dh = torch.addmm(dhs[t - 1], d, w_hh) if t > 0 else d @ w_hh
-            dc = dc * f_t
+        run = ctx.graphs.run if ctx.graphs is not None else _eager
+        dpre, dh, dc = run(_backward_steps, local, dc_from_h, f, dhs, dh_last, dc_last, w_hh)
         flat = dpre.view(T * B, G)
         dtable = flat.new_zeros(ctx.table_rows, G).index_add_(0, where.view(-1), flat)  # Σ over each character's steps
         dw_hh = flat.t() @ hs[:-1].reshape(T * B, H)
-        return dtable, None, dw_hh, dh, dc
+        return dtable, None, dw_hh, dh, dc, None
+
+
+def _eager(fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """fn(*inputs), as CudaGraphs.run would give it."""
+    return fn(*inputs)
+
+
+def _forward_steps(acts, w_hh_t, h0, c0) -> tuple[torch.Tensor, ...]:
+    """The forward recurrence: acts (T, B, 4H) holds the input projections (c̃ rows doubled) and is turned
+    into the gate activations in place; returns acts and C_0 … C_T, tanh(C_1 … C_T), h_0 … h_T."""
+    T, B, G = acts.shape
+    H = G // 4
+    cs = acts.new_empty(T + 1, B, H)  # C_0 … C_T
+    hs = acts.new_empty(T + 1, B, H)  # h_0 … h_T
+    tanh_cs = acts.new_empty(T, B, H)
+    cs[0], hs[0] = c0, h0
+    # per-step views, made once (a Python-level slice per step costs as much as a small kernel)
+    i, f, g, o = acts.split(H, dim=2)
+    steps = zip(acts, i, f, g, o, hs[:-1], cs[:-1], cs[1:], tanh_cs, hs[1:], strict=True)
+    for a, i, f, g, o, h, c, c_new, tc, h_new in steps:
+        a.addmm_(h, w_hh_t).sigmoid_()  # i, f, o and σ(2 z_c̃)
+        g.mul_(2.0).sub_(1.0)  # c̃ = tanh(z_c̃)
+        torch.mul(f, c, out=c_new).addcmul_(i, g)  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
+        torch.tanh(c_new, out=tc)
+        torch.mul(o, tc, out=h_new)  # h_t = o ⊙ tanh(C_t)
+    return acts, cs, tanh_cs, hs
+
+
+def _backward_steps(local, dc_from_h, f, dhs, dh_last, dc_last, w_hh) -> tuple[torch.Tensor, ...]:
+    """The backward recurrence: local factors (T, B, 4H), ∂C/∂h (T, B, H), f (T, B, H) and the output
+    gradients dhs (T, B, H) → pre-activation deltas (T, B, 4H), δh_0 and δC_0."""
+    T, B, G = local.shape
+    H = G // 4
+    dpre = torch.empty_like(local)  # (T, B, 4H) pre-activation deltas
+    dh = dhs[T - 1] + dh_last
+    dc = dc_last  # δC flowing back from step t+1, times f_{t+1}
+    # per-step views, made once: the i, f, c̃ blocks (driven by δC) as (B, 3, H), and o (driven by δh)
+    ifg = local[..., : 3 * H].unflatten(2, (3, H)), dpre[..., : 3 * H].unflatten(2, (3, H))
+    views = list(zip(*ifg, local[..., 3 * H :], dpre[..., 3 * H :], dpre, dc_from_h, f, strict=True))
+    for t in reversed(range(T)):
+        l_ifg, d_ifg, l_o, d_o, d, k, f_t = views[t]
+        dc = torch.addcmul(dc, dh, k)  # δC_t = δh ⊙ o ⊙ tanh'(C_t) + δC_{t+1} ⊙ f_{t+1}
+        torch.mul(l_ifg, dc.unsqueeze(1), out=d_ifg)
+        torch.mul(l_o, dh, out=d_o)
+        # δh_{t−1}: the step's own output gradient plus Σ_* W_*hᵀ δ*_pre
+        dh = torch.addmm(dhs[t - 1], d, w_hh) if t > 0 else d @ w_hh
+        dc = dc * f_t
+    return dpre, dh, dc
+
+
+class CudaGraphs:
+    """The two recurrences replayed from CUDA graphs (`--cuda-graphs`), one capture per shape and dtype.
+
+    At the course size a time step is a dozen kernels of a few microseconds each, so on a GPU the steps are
+    bound by launching kernels from Python; a graph launches all of a recurrence's kernels at once. The
+    inputs are copied into the graph's own tensors before each replay and the outputs copied out after it
+    (the next replay overwrites them).
+    """
+
+    def __init__(self) -> None:
+        self._graphs: dict = {}
+
+    def run(self, fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """fn(*inputs), from the graph captured at the first call with these shapes and dtypes."""
+        key = (fn, torch.is_autocast_enabled("cuda"), *((t.shape, t.stride(), t.dtype, t.device) for t in inputs))
+        if key not in self._graphs:
+            static = [t.clone() for t in inputs]
+            self._graphs[key] = (*self._capture(fn, static), static)
+        replay, outputs, static = self._graphs[key]
+        for own, given in zip(static, inputs, strict=True):
+            own.copy_(given)
+        replay()
+        return tuple(o.clone() for o in outputs)
+
+    @staticmethod
+    def _capture(fn, static: list[torch.Tensor]):
+        """(replay, outputs) of a graph of fn on the static inputs."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn(*[t.clone() for t in static])  # warm-up outside the capture (cuBLAS handles and workspaces)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = fn(*static)
+        return graph.replay, outputs
 
 
 def input_projection(tokens_t: torch.Tensor, embedding, w_ih, bias) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,11 +167,16 @@ class TorchLSTM(PoemModel):
     """The gate equations of SPEC.md in PyTorch ops, with SPEC.md's backward through time by hand."""
 
     description = "SPEC.md's LSTM in PyTorch ops with hand-written backprop through time (CPU or GPU)"
+    graphs: CudaGraphs | None = None
+
+    def use_cuda_graphs(self) -> None:
+        """Replay the recurrences from CUDA graphs from now on (a model on a GPU; `--cuda-graphs`)."""
+        self.graphs = CudaGraphs()
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """(B, T) ids → (B, T, H) hidden states (a time-major view) and the final (h, C)."""
         table, where = input_projection(tokens.t(), self.embedding.weight, self.lstm.weight_ih, self.lstm.bias)
         dt = table.dtype  # the autocast dtype under mixed precision
         h0, c0 = state if state is not None else self.zero_state(tokens.shape[0], tokens.device, dt)
-        hs, h, c = LSTMScan.apply(table, where, self.lstm.weight_hh.to(dt), h0.to(dt), c0.to(dt))
+        hs, h, c = LSTMScan.apply(table, where, self.lstm.weight_hh.to(dt), h0.to(dt), c0.to(dt), self.graphs)
         return hs.transpose(0, 1), (h, c)

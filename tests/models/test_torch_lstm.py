@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from poemctl.config import ModelConfig
 from poemctl.gradcheck import gradcheck
-from poemctl.models.torch_lstm import LSTMScan, TorchLSTM, input_projection
+from poemctl.models.torch_lstm import CudaGraphs, LSTMScan, TorchLSTM, input_projection
 
 CFG = ModelConfig(vocab_size=30, embedding=6, hidden=5)
 
@@ -78,7 +78,7 @@ def test_scan_backward_matches_finite_differences_with_a_starting_state():
     h0 = torch.randn(B, H, generator=g, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(B, H, generator=g, dtype=torch.float64, requires_grad=True)
     # every output is used: hs, and the final h and C (their gradients enter the last step)
-    assert torch.autograd.gradcheck(lambda *a: LSTMScan.apply(a[0], where, *a[1:]), (table, w_hh, h0, c0))
+    assert torch.autograd.gradcheck(lambda *a: LSTMScan.apply(a[0], where, *a[1:], None), (table, w_hh, h0, c0))
 
 
 def test_gradients_equal_the_autograd_reference():
@@ -104,3 +104,42 @@ def test_trains_under_bf16_autocast():
     out.nll.sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def _replay_on_cpu(fn, static):
+    """Stands in for a CUDA-graph capture on the CPU: a replay recomputes fn on the graph's own inputs into
+    the graph's own outputs, as a replayed graph does."""
+    outputs = fn(*[t.clone() for t in static])
+
+    def replay():
+        for own, new in zip(outputs, fn(*static), strict=True):
+            own.copy_(new)
+
+    return replay, outputs
+
+
+def test_graphed_recurrences_give_the_eager_losses_and_gradients(monkeypatch):
+    captured = []
+
+    def capture(fn, static):
+        captured.append(fn.__name__)
+        return _replay_on_cpu(fn, static)
+
+    monkeypatch.setattr(CudaGraphs, "_capture", staticmethod(capture))
+    eager, graphed = _model(), _model()
+    graphed.use_cuda_graphs()
+    g = torch.Generator().manual_seed(0)
+    # two batches of one shape (the second replays the first's graphs; both forwards run before either
+    # backward, so each must keep its own copies of the graphs' outputs), then a new shape (a new capture)
+    for shapes in (((4, 7), (4, 7)), ((3, 9),)):
+        batches = [(torch.randint(1, 30, s, generator=g), torch.randint(0, 30, s, generator=g)) for s in shapes]
+        losses = []
+        for m in (eager, graphed):
+            m.zero_grad()
+            losses.append([m(x, targets=y, ignore_index=0).nll for x, y in batches])
+            sum(loss.sum() for loss in losses[-1]).backward()
+        for a, b in zip(*losses, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for (name, p), q in zip(eager.named_parameters(), graphed.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+    assert captured == ["_forward_steps", "_backward_steps"] * 2
