@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from poemctl.allocator import keep_freed_memory
-from poemctl.config import DataConfig, ModelConfig, OptimConfig
+from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig
 from poemctl.data import load_corpus
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, split_batch
@@ -91,21 +91,21 @@ class _Run:
     peak_mib: float
 
 
-def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: str, graphs: bool, seed: int, queue):
+def _run_one(name: str, data: DataConfig, cfg: BenchConfig, seed: int, queue) -> None:
     keep_freed_memory()  # as the CLI does for training (a spawned process starts with glibc's defaults)
     corpus = load_corpus(data)
     model_cls = MODELS.get(name)
     cpu_only = getattr(model_cls, "cpu_only", False)
-    device = "cpu" if cpu_only else device
+    device = "cpu" if cpu_only else cfg.device
     torch.manual_seed(0)
     model = model_cls(ModelConfig(vocab_size=len(corpus.vocab))).to(device)
-    if graphs and hasattr(model, "use_cuda_graphs"):
+    if cfg.cuda_graphs and hasattr(model, "use_cuda_graphs"):
         model.use_cuda_graphs()
     optimizer = OPTIMIZERS.get("adam")(model.parameters(), OptimConfig())
-    loader = _endless(corpus.train, batch_size, seed)
+    loader = _endless(corpus.train, cfg.batch_size, seed)
     pad = corpus.vocab.pad_id
     step_s, load_s, scored = [], [], 0
-    for i in range(steps + 2):  # two warm-up steps
+    for i in range(cfg.steps + 2):  # two warm-up steps
         t0 = time.perf_counter()
         inputs, targets = (t.to(device) for t in split_batch(next(loader)))
         t1 = time.perf_counter()
@@ -122,9 +122,9 @@ def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: s
             load_s.append(t1 - t0)
             step_s.append(time.perf_counter() - t1)
             scored += int(out.count.sum())
-    cfg = model.cfg
+    shape = model.cfg
     T = corpus.train.shape[1] - 1
-    products = step_products(batch_size, T, scored // steps, cfg.embedding, cfg.hidden, cfg.vocab_size)
+    products = step_products(cfg.batch_size, T, scored // cfg.steps, shape.embedding, shape.hidden, shape.vocab_size)
     matmul_s = time_products(products, "numpy" if cpu_only else "torch", device)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -133,36 +133,26 @@ def _run_one(name: str, data: DataConfig, batch_size: int, steps: int, device: s
     queue.put(_Run(step_s, load_s, matmul_s, peak))
 
 
-def _in_process(name: str, data: DataConfig, batch_size: int, steps: int, device: str, graphs: bool, seed: int) -> _Run:
+def _in_process(name: str, data: DataConfig, cfg: BenchConfig, seed: int) -> _Run:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run_one, args=(name, data, batch_size, steps, device, graphs, seed, queue))
+    proc = ctx.Process(target=_run_one, args=(name, data, cfg, seed, queue))
     proc.start()
     run = queue.get()
     proc.join()
     return run
 
 
-def bench(
-    models: list[str],
-    data: DataConfig,
-    batch_size: int,
-    steps: int,
-    device: str,
-    repeats: int = 3,
-    cuda_graphs: bool = False,
-) -> list[BenchResult]:
-    """Figures for each model from `repeats` runs of `steps` steps each, alternating between the models.
-
-    cuda_graphs: models that have a CUDA-graph mode (torch-lstm) train in it.
-    """
-    for name in models:
+def bench(cfg: BenchConfig, data: DataConfig) -> list[BenchResult]:
+    """Figures for each model from cfg.repeats runs of cfg.steps steps each, alternating between the models."""
+    for name in cfg.models:
         MODELS.get(name)  # unknown names fail before any work
     T = load_corpus(data).train.shape[1] - 1  # also builds the cache once, outside the timed processes
+    models = cfg.models
     runs: list[list[_Run]] = [[] for _ in models]
-    for r in range(repeats):
+    for r in range(cfg.repeats):
         for k in ((r + j) % len(models) for j in range(len(models))):  # the order rotates each round
-            runs[k].append(_in_process(models[k], data, batch_size, steps, device, cuda_graphs, seed=r))
+            runs[k].append(_in_process(models[k], data, cfg, seed=r))
     run_ms = [tuple(statistics.median(run.step_s) * 1e3 for run in model_runs) for model_runs in runs]
     results = []
     for name, model_runs, ms in zip(models, runs, run_ms, strict=True):
@@ -173,6 +163,8 @@ def bench(
         matmul = statistics.median(run.matmul_s for run in model_runs)
         peak = max(run.peak_mib for run in model_runs)
         results.append(
-            BenchResult(name, batch_size * T / step, step * 1e3, ms, ratio, load / (load + step), peak, matmul * 1e3)
+            BenchResult(
+                name, cfg.batch_size * T / step, step * 1e3, ms, ratio, load / (load + step), peak, matmul * 1e3
+            )
         )
     return results

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from poemctl.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from poemctl.errors import PoemctlError
 
 app = typer.Typer(
@@ -29,7 +29,7 @@ err = Console(stderr=True, soft_wrap=True)
 # Warnings (a plugin that fails to import, say) as one line each, without the source line.
 warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
-_D, _T, _O, _M = DataConfig(), TrainConfig(), OptimConfig(), ModelConfig()
+_D, _T, _O, _M, _B = DataConfig(), TrainConfig(), OptimConfig(), ModelConfig(), BenchConfig()
 
 
 def print_wide(table, width: int) -> None:
@@ -489,15 +489,13 @@ def gradcheck_cmd(
 @app.command("bench")
 @user_errors
 def bench_cmd(
-    models: str = typer.Option(
-        "cudnn-lstm,torch-lstm,numpy-lstm", help="Comma-separated models; the first is the reference."
-    ),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
-    batch_size: int = typer.Option(_T.batch_size, help="Poems per step."),
-    steps: int = typer.Option(20, help="Timed steps per run (after 2 warm-up steps)."),
-    repeats: int = typer.Option(3, help="Runs per model, each in a fresh process, alternating between the models."),
+    models: str = typer.Option(",".join(_B.models), help="Comma-separated models; the first is the reference."),
+    device: str = typer.Option(_B.device, help="cpu or cuda."),
+    batch_size: int = typer.Option(_B.batch_size, help="Poems per step."),
+    steps: int = typer.Option(_B.steps, help="Timed steps per run (after 2 warm-up steps)."),
+    repeats: int = typer.Option(_B.repeats, help="Runs per model, each in a fresh process, alternating between them."),
     cuda_graphs: bool = typer.Option(
-        False, help="torch-lstm replays its recurrences from CUDA graphs (--device cuda)."
+        _B.cuda_graphs, help="torch-lstm replays its recurrences from CUDA graphs (--device cuda)."
     ),
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
@@ -512,20 +510,15 @@ def bench_cmd(
 
     from poemctl.bench import bench
 
-    if device not in ("cpu", "cuda"):
-        raise PoemctlError(f"--device must be cpu or cuda, got {device}")
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    cfg = BenchConfig(names, device, batch_size, steps, repeats, cuda_graphs)
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise PoemctlError("--device cuda: no CUDA device is available here")
-    if cuda_graphs and device != "cuda":
-        raise PoemctlError("--cuda-graphs needs --device cuda")
-    if batch_size < 1 or steps < 1 or repeats < 1:
-        raise PoemctlError("--batch-size, --steps and --repeats must be at least 1")
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    data = DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems)
-    results = bench(names, data, batch_size, steps, device, repeats, cuda_graphs)
+    results = bench(cfg, DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems))
+    title = f"course config, batch {batch_size}, median step of {repeats} alternating runs × {steps} steps, {device}"
     table = Table(
         "model",
         "tokens/s",
@@ -535,8 +528,7 @@ def bench_cmd(
         "matmul bound",
         "data loading",
         "peak MiB",
-        title=f"course config, batch {batch_size}, median step of {repeats} alternating runs × {steps} steps, {device}"
-        + (", torch-lstm from CUDA graphs" if cuda_graphs else ""),
+        title=title + (", torch-lstm from CUDA graphs" if cuda_graphs else ""),
     )
     for r in results:
         table.add_row(

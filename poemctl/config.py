@@ -106,6 +106,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class BenchConfig:
+    """How `poemctl bench` times the models; the first model is the reference."""
+
+    models: tuple[str, ...] = ("cudnn-lstm", "torch-lstm", "numpy-lstm")
+    device: str = "cpu"
+    batch_size: int = 64
+    steps: int = 20  # timed steps per run, after 2 warm-up steps
+    repeats: int = 3  # runs per model, each in a fresh process, alternating between the models
+    cuda_graphs: bool = False  # models with a CUDA-graph mode (torch-lstm) train in it
+
+    def __post_init__(self) -> None:
+        _check(len(self.models) >= 1, "--models names no model")
+        _check(self.device in ("cpu", "cuda"), f"--device must be cpu or cuda, got {self.device}")
+        _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        _check(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
+        _check(self.repeats >= 1, f"--repeats must be at least 1, got {self.repeats}")
+        _check(not self.cuda_graphs or self.device == "cuda", "--cuda-graphs needs --device cuda")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a training run."""
 

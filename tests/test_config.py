@@ -1,6 +1,6 @@
 import pytest
 
-from poemctl.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from poemctl.errors import PoemctlError
 
 
@@ -16,6 +16,11 @@ from poemctl.errors import PoemctlError
         (lambda: DataConfig(seq_len=1), "--seq-len"),
         (lambda: DataConfig(min_freq=0), "--min-freq"),
         (lambda: ModelConfig(hidden=0), "--hidden"),
+        (lambda: BenchConfig(models=()), "--models"),
+        (lambda: BenchConfig(device="tpu"), "--device"),
+        (lambda: BenchConfig(steps=0), "--steps"),
+        (lambda: BenchConfig(repeats=0), "--repeats"),
+        (lambda: BenchConfig(cuda_graphs=True), "--cuda-graphs needs --device cuda"),
     ],
 )
 def test_invalid_values_are_one_line_errors(make, text):
