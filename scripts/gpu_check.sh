@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a GPU (issues 5 and 7), as one short script for a lent GPU machine; not run in CI.
-# Usage: bash scripts/gpu_check.sh CORPUS_DIR   (prints the tables; about 5 minutes on one H100)
+# Usage: bash scripts/gpu_check.sh CORPUS_DIR   (prints the tables; about 8 minutes on one H100)
+# On this workplace's device machines, prepare it first: scripts/gpu_prepare.sh says how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:?corpus folder}
