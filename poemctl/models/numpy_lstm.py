@@ -41,10 +41,12 @@ def _threads() -> int:
 
 def _map(fn, parts: list) -> None:
     """Run fn on each part on the model's threads; NumPy releases the GIL inside its loops and BLAS."""
-    if len(parts) == 1:
-        fn(parts[0])
+    threads = _threads()
+    if threads == 1 or len(parts) == 1:
+        for part in parts:
+            fn(part)
     else:
-        list(_pool(_threads()).map(fn, parts))
+        list(_pool(threads).map(fn, parts))
 
 
 def _blocks(n: int, size: int) -> list[slice]:

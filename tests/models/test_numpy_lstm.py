@@ -170,3 +170,22 @@ def test_blas_single_threaded_inside_a_step_and_restored_after(monkeypatch):
     out.nll.sum().backward()
     assert seen[0] == [1] * len(before), seen
     assert _blas_threads() == before
+
+
+def test_one_thread_gives_the_same_step():
+    torch.manual_seed(0)
+    model = NumpyLSTM(CFG)
+    tokens, targets = torch.randint(1, 30, (3, 6)), torch.randint(1, 30, (3, 6))
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            model.zero_grad()
+            out = model(tokens, targets=targets, ignore_index=0)
+            out.nll.sum().backward()
+            results.append([out.nll.detach(), *(p.grad.clone() for p in model.parameters())])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
