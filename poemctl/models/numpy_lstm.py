@@ -25,11 +25,6 @@ from poemctl.models.base import ModelOutput, PoemModel, State
 from poemctl.models.head import FAST_SUMS
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """σ(x) written through tanh: no overflow for large |x|."""
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
-
-
 @functools.cache
 def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="numpy-lstm")
@@ -93,25 +88,36 @@ class LSTMCache(NamedTuple):
 
 
 def lstm_forward(table, where, w_hh, h0, c0) -> tuple[np.ndarray, LSTMCache]:
-    """table (U, 4H) of W_x x + b per character, where (T, B) → hidden states (T, B, H) and the cache."""
+    """table (U, 4H) of W_x x + b per character, where (T, B) → hidden states (T, B, H) and the cache.
+
+    σ(z) = (1 + tanh(z/2)) / 2: with the sigmoid gates' pre-activations halved up front, one tanh over a
+    step's contiguous (B, 4H) block covers all four gates, and one scale and shift turns i, f, o into σ.
+    """
     T, B = where.shape
     H = w_hh.shape[1]
+    half = np.full(4 * H, 0.5, dtype=table.dtype)  # per gate column: i, f, o halved, c̃ as it is
+    half[2 * H : 3 * H] = 1.0
+    shift = np.full(4 * H, 0.5, dtype=table.dtype)
+    shift[2 * H : 3 * H] = 0.0
+    table = table * half
+    w_hh_t = np.ascontiguousarray((w_hh * half[:, None]).T)  # (H, 4H)
     acts = np.empty((T, B, 4 * H), dtype=table.dtype)
     cs = np.empty((T + 1, B, H), dtype=table.dtype)
     hs = np.empty((T + 1, B, H), dtype=table.dtype)
     tanh_cs = np.empty((T, B, H), dtype=table.dtype)
+    i_g = np.empty((B, H), dtype=table.dtype)
     cs[0], hs[0] = c0, h0
-    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H)
     for t in range(T):
         a = acts[t]
         np.matmul(hs[t], w_hh_t, out=a)
         a += table[where[t]]
-        a[:, : 2 * H] = sigmoid(a[:, : 2 * H])  # i, f
-        a[:, 2 * H : 3 * H] = np.tanh(a[:, 2 * H : 3 * H])  # g = c̃
-        a[:, 3 * H :] = sigmoid(a[:, 3 * H :])  # o
+        np.tanh(a, out=a)
+        a *= half
+        a += shift  # i, f, o = σ(z), c̃ = tanh(z)
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         np.multiply(f, cs[t], out=cs[t + 1])
-        cs[t + 1] += i * g  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
+        np.multiply(i, g, out=i_g)
+        cs[t + 1] += i_g  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
         np.tanh(cs[t + 1], out=tanh_cs[t])
         np.multiply(o, tanh_cs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(C_t)
     return hs[1:], LSTMCache(acts, cs, tanh_cs, hs, w_hh)
