@@ -66,7 +66,8 @@ def _own_threads(fn):
     """Run fn with NumPy's BLAS single-threaded: the model's own threads share out the large products.
 
     Why: an OpenBLAS worker spins for a while after each product it joined, taking a core from whatever
-    runs next (this model's exp threads, or torch's optimizer step) on a machine with few cores.
+    runs next (this model's exp threads, or torch's optimizer step) on a machine with few cores. The limit
+    is process-wide while fn runs and is lifted after it.
     """
 
     @functools.wraps(fn)
