@@ -152,7 +152,9 @@ class CudaGraphs:
             fn(*[t.clone() for t in static])  # warm-up outside the capture (cuBLAS handles and workspaces)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # the backward's capture runs on autograd's device thread; other threads (NCCL's watchdog under
+        # several GPUs) may query events meanwhile, which "global" mode would count against the capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = fn(*static)
         return graph.replay, outputs
 
