@@ -31,16 +31,18 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         soft_dtype = torch.promote_types(mm_dtype, torch.float32)  # softmax in float32 at least, as autocast does
         with torch.autocast(h.device.type, enabled=False):
             h_, w_ = h.to(mm_dtype), weight.to(mm_dtype)
-            logits = torch.mm(h_, w_.t()).to(soft_dtype)  # (N, V)
-            logits += bias.to(soft_dtype)
-            picked = logits.gather(1, target[:, None])[:, 0]  # (N,) the target's logit
+
+            def logits() -> torch.Tensor:  # (N, V)
+                return torch.mm(h_, w_.t()).to(soft_dtype).add_(bias.to(soft_dtype))
+
+            exps = logits()
+            picked = exps.gather(1, target[:, None])[:, 0]  # (N,) the target's logit
             # No max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴] (logits beyond about ±44, never
             # seen in training: trained models stay below 20); inside it the backward's 1/sum stays normal.
-            exps = logits.exp_()
+            exps.exp_()
             sums = exps.sum(1)
             if not bool(((sums >= FAST_SUMS[0]) & (sums <= FAST_SUMS[1])).all()):
-                exps = torch.mm(h_, w_.t()).to(soft_dtype)
-                exps += bias.to(soft_dtype)
+                exps = logits()  # the exponentials overwrote the first ones
                 shift = exps.amax(1)
                 exps -= shift[:, None]
                 exps.exp_()

@@ -162,6 +162,14 @@ class LossCache(NamedTuple):
     lstm: LSTMCache
 
 
+def _with_ones(a: np.ndarray) -> np.ndarray:
+    """(n, k) → (n, k+1) with a last column of ones: the bias rides along in the products with it."""
+    out = np.empty((len(a), a.shape[1] + 1), dtype=a.dtype)
+    out[:, :-1] = a
+    out[:, -1] = 1.0
+    return out
+
+
 def _zeros_state(B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((B, H), dtype=dtype), np.zeros((B, H), dtype=dtype)
 
@@ -181,18 +189,13 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     hs, lstm = lstm_forward(*input_table(emb, w_ih, b, tokens_t), w_hh, *_zeros_state(B, H, emb.dtype))
     mask = targets_t != ignore_index
     # The output layer runs on scored positions only; a column of ones carries the bias into the product.
-    sel = np.empty((int(mask.sum()), H + 1), dtype=emb.dtype)  # (N, H+1)
-    sel[:, :H] = hs[mask]
-    sel[:, H] = 1.0
+    sel = _with_ones(hs[mask])  # (N, H+1)
     w_aug = np.concatenate([w_y.T, b_y[None]])  # (H+1, V)
     target = targets_t[mask]
     exps, sums, nll = _exp_logits(sel, w_aug, target)
     rows = np.nonzero(mask)[1]
     per_row = np.bincount(rows, weights=nll, minlength=B).astype(emb.dtype)
-    x = np.empty((tokens_t.size, emb.shape[1] + 1), dtype=emb.dtype)
-    x[:, :-1] = emb[tokens_t.ravel()]
-    x[:, -1] = 1.0
-    cache = LossCache(tokens_t, x, rows, mask, sel, exps, sums, target, lstm)
+    cache = LossCache(tokens_t, _with_ones(emb[tokens_t.ravel()]), rows, mask, sel, exps, sums, target, lstm)
     return per_row, mask.sum(0), cache
 
 
