@@ -8,12 +8,16 @@ so optimizers, clipping, checkpoints and multi-process training are the same. Ar
 (T, B, …), so each step's slice is contiguous.
 
 Threads: inside the model NumPy's BLAS runs single-threaded and the large products, and the output layer's
-exp and sums, are shared out in row blocks among the model's own threads (torch's intra-op count).
+exp and sums, are shared out in row blocks among the model's own threads (torch's intra-op count). The
+recurrence is a chain of small steps on one thread; while it runs, the other threads work through what does
+not wait on it (`_Backlog`): the output layer for the steps already done, and in the backward W_y's gradient.
 """
 
 from __future__ import annotations
 
 import functools
+import queue
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -78,6 +82,41 @@ def _own_threads(fn):
     return wrapped
 
 
+class _Backlog:
+    """Tasks that the model's other threads work through while the caller is busy, and the caller too after.
+
+    Use as a context manager: `put` tasks inside the block; on leaving it the caller joins the helpers until
+    the backlog is empty, and errors raised in a helper are raised there. NumPy releases the GIL inside its
+    products and loops, so a helper on large row blocks barely slows the caller's small steps.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._helpers = [_pool(_threads()).submit(self._drain) for _ in range(_threads() - 1)]
+
+    def put(self, fn: Callable[[slice], None], part: slice) -> None:
+        """Queue fn(part)."""
+        self._tasks.put((fn, part))
+
+    def _drain(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            fn, part = task
+            fn(part)
+
+    def __enter__(self) -> _Backlog:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for _ in range(len(self._helpers) + 1):  # one stop mark per thread, after every task
+            self._tasks.put(None)
+        try:
+            if exc_type is None:
+                self._drain()
+        finally:  # the helpers finish the backlog, even when the caller's share of it failed
+            for helper in self._helpers:
+                helper.result()
+
+
 class LSTMCache(NamedTuple):
     """What the backward pass needs from lstm_forward."""
 
@@ -88,8 +127,10 @@ class LSTMCache(NamedTuple):
     w_hh: np.ndarray  # (4H, H)
 
 
-def lstm_forward(table, where, w_hh, h0, c0) -> tuple[np.ndarray, LSTMCache]:
+def lstm_forward(table, where, w_hh, h0, c0, on_step=None) -> tuple[np.ndarray, LSTMCache]:
     """table (U, 4H) of W_x x + b per character, where (T, B) → hidden states (T, B, H) and the cache.
+
+    on_step(t, h_t), when given, is called with each step's hidden states (B, H) as soon as they are done.
 
     σ(z) = (1 + tanh(z/2)) / 2: with the sigmoid gates' pre-activations halved up front, one tanh over a
     step's contiguous (B, 4H) block covers all four gates, and one scale and shift turns i, f, o into σ.
@@ -121,6 +162,8 @@ def lstm_forward(table, where, w_hh, h0, c0) -> tuple[np.ndarray, LSTMCache]:
         cs[t + 1] += i_g  # C_t = f ⊙ C_{t−1} + i ⊙ c̃
         np.tanh(cs[t + 1], out=tanh_cs[t])
         np.multiply(o, tanh_cs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(C_t)
+        if on_step is not None:
+            on_step(t, hs[t + 1])
     return hs[1:], LSTMCache(acts, cs, tanh_cs, hs, w_hh)
 
 
@@ -186,45 +229,67 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     emb, w_ih, w_hh, b, w_y, b_y = params
     tokens_t, targets_t = tokens.T, targets.T
     B, H = tokens.shape[0], w_hh.shape[1]
-    hs, lstm = lstm_forward(*input_table(emb, w_ih, b, tokens_t), w_hh, *_zeros_state(B, H, emb.dtype))
+    # The output layer runs on scored positions only, time-major; a column of ones carries the bias into the
+    # product. Its rows of each finished step go to the other threads while the recurrence goes on.
     mask = targets_t != ignore_index
-    # The output layer runs on scored positions only; a column of ones carries the bias into the product.
-    sel = _with_ones(hs[mask])  # (N, H+1)
-    w_aug = np.concatenate([w_y.T, b_y[None]])  # (H+1, V)
-    target = targets_t[mask]
-    exps, sums, nll = _exp_logits(sel, w_aug, target)
+    starts = np.concatenate([[0], np.cumsum(mask.sum(1))])  # (T+1,) the first row of each step
+    sel = np.empty((starts[-1], H + 1), dtype=emb.dtype)  # (N, H+1)
+    sel[:, H] = 1.0
+    head = _ExpLogits(sel, np.concatenate([w_y.T, b_y[None]]), targets_t[mask])
+    with _Backlog() as backlog:
+        queued = 0  # rows already handed to the backlog
+
+        def on_step(t: int, h: np.ndarray) -> None:
+            nonlocal queued
+            sel[starts[t] : starts[t + 1], :H] = h[mask[t]]
+            if starts[t + 1] - queued >= _HEAD_ROWS or t + 1 == len(mask):
+                for s in _blocks(starts[t + 1] - queued, _HEAD_ROWS):
+                    backlog.put(head.block, slice(queued + s.start, queued + s.stop))
+                queued = starts[t + 1]
+
+        table, where = input_table(emb, w_ih, b, tokens_t)
+        lstm = lstm_forward(table, where, w_hh, *_zeros_state(B, H, emb.dtype), on_step)[1]
+    exps, sums, nll = head.finish()
     rows = np.nonzero(mask)[1]
     per_row = np.bincount(rows, weights=nll, minlength=B).astype(emb.dtype)
-    cache = LossCache(tokens_t, _with_ones(emb[tokens_t.ravel()]), rows, mask, sel, exps, sums, target, lstm)
+    cache = LossCache(tokens_t, _with_ones(emb[tokens_t.ravel()]), rows, mask, sel, exps, sums, head.target, lstm)
     return per_row, mask.sum(0), cache
 
 
-def _exp_logits(sel, w_aug, target, rows_per_block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """exp(sel @ w_aug) (N, V), row sums (N,) and the NLL of target (N,); never divided out.
+_HEAD_ROWS = 256  # rows of the output layer per task: a block's logits (about 7 MB) stay in cache
 
-    Each block of rows goes through product, exp and sum while it is in cache, the blocks shared among the
-    model's threads. There is no max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴].
+
+class _ExpLogits:
+    """exp(sel @ w_aug) (N, V), row sums (N,) and the targets' logits, filled block by block of rows.
+
+    Each block goes through product, exp and sum while it is in cache. There is no max-subtraction pass
+    unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴] (`finish` checks).
     """
-    exps = np.empty((len(sel), w_aug.shape[1]), dtype=sel.dtype)
-    sums = np.empty(len(sel), dtype=sel.dtype)
-    picked = np.empty(len(sel), dtype=sel.dtype)  # the targets' logits
 
-    def block(s: slice) -> None:
-        logits = np.matmul(sel[s], w_aug, out=exps[s])
-        picked[s] = logits[np.arange(len(logits)), target[s]]
+    def __init__(self, sel: np.ndarray, w_aug: np.ndarray, target: np.ndarray) -> None:
+        self.sel, self.w_aug, self.target = sel, w_aug, target
+        self.exps = np.empty((len(sel), w_aug.shape[1]), dtype=sel.dtype)
+        self.sums = np.empty(len(sel), dtype=sel.dtype)
+        self.picked = np.empty(len(sel), dtype=sel.dtype)  # the targets' logits
+
+    def block(self, s: slice) -> None:
+        """Rows s of sel → their exps, sums and picked logits."""
+        logits = np.matmul(self.sel[s], self.w_aug, out=self.exps[s])
+        self.picked[s] = logits[np.arange(len(logits)), self.target[s]]
         with np.errstate(over="ignore"):
             np.exp(logits, out=logits)
-        logits.sum(axis=1, out=sums[s])
+        logits.sum(axis=1, out=self.sums[s])
 
-    _map(block, _blocks(len(sel), rows_per_block))
-    shift = 0.0
-    if not ((sums >= FAST_SUMS[0]) & (sums <= FAST_SUMS[1])).all():  # logits beyond about ±44: the stable way
-        exps = _matmul(sel, w_aug)
-        shift = exps.max(axis=1)
-        exps -= shift[:, None]
-        np.exp(exps, out=exps)
-        exps.sum(axis=1, out=sums)
-    return exps, sums, np.log(sums) + shift - picked  # log Σ exp(logits) − logit[target]
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """After every block: exps (never divided out), sums and the NLL of the targets (N,)."""
+        exps, sums, shift = self.exps, self.sums, 0.0
+        if not ((sums >= FAST_SUMS[0]) & (sums <= FAST_SUMS[1])).all():  # logits beyond about ±44: the stable way
+            exps = _matmul(self.sel, self.w_aug)
+            shift = exps.max(axis=1)
+            exps -= shift[:, None]
+            np.exp(exps, out=exps)
+            exps.sum(axis=1, out=sums)
+        return exps, sums, np.log(sums) + shift - self.picked  # log Σ exp(logits) − logit[target]
 
 
 @_own_threads
@@ -237,10 +302,15 @@ def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray
     d = cache.exps
     d[np.arange(len(cache.target)), cache.target] -= cache.sums
     scale = (dnll[cache.rows] / cache.sums)[:, None].astype(emb.dtype)  # (N, 1)
-    dw_aug = _matmul(d.T, cache.sel * scale)  # (V, H+1): W_y's gradient and, in the last column, b_y's
     dhs = np.zeros(cache.lstm.acts.shape[:2] + (H,), dtype=emb.dtype)
     dhs[cache.mask] = _matmul(d, w_y) * scale  # δh_t = W_yᵀ(y_t − onehot_t)
-    dpre, dw_hh = lstm_backward(dhs, cache.lstm)
+    # W_y's gradient does not wait on the recurrence: its row blocks go to the other threads beside BPTT.
+    sel = cache.sel * scale
+    dw_aug = np.empty((d.shape[1], H + 1), dtype=emb.dtype)  # (V, H+1): W_y's gradient, b_y's in the last column
+    with _Backlog() as backlog:
+        for s in _blocks(len(dw_aug), 4 * _HEAD_ROWS):
+            backlog.put(lambda s: np.matmul(d.T[s], sel, out=dw_aug[s]), s)
+        dpre, dw_hh = lstm_backward(dhs, cache.lstm)
     flat = dpre.reshape(-1, 4 * H)  # (T·B, 4H)
     dx = _matmul(flat, w_ih)  # (T·B, E): Σ_* W_*xᵀ δ*_pre at each position
     # summed per character; one index per element takes NumPy's fast 1-D add.at (about 3× the row-wise form)

@@ -1,5 +1,7 @@
 import json
 import re
+import threading
+import time
 
 import pytest
 import torch
@@ -189,3 +191,57 @@ def test_one_thread_gives_the_same_step():
         torch.set_num_threads(threads)
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("head_rows", [1, 3, 256])
+def test_output_layer_in_blocks_beside_the_recurrence_matches_torch_lstm(monkeypatch, head_rows):
+    monkeypatch.setattr(numpy_lstm, "_HEAD_ROWS", head_rows)  # many blocks, some ending inside a step
+    a, b = _pair()
+    tokens, targets = torch.randint(1, 30, (4, 9)), torch.randint(1, 30, (4, 9))
+    targets[1:, :3] = 0  # front padding: steps with one scored row, and rows that start late
+    targets[0, 5] = 0
+    outs = [m(tokens, targets=targets, ignore_index=0) for m in (a, b)]
+    torch.testing.assert_close(outs[0].nll, outs[1].nll)
+    for out in outs:
+        out.nll.sum().backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_backlog_runs_every_task_once_on_helpers_and_caller():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        done, names = [], set()
+
+        def task(s):
+            time.sleep(0.005)  # long enough for the helper to start and take its share
+            done.extend(range(s.start, s.stop))
+            names.add(threading.current_thread().name)
+
+        with numpy_lstm._Backlog() as backlog:
+            for s in numpy_lstm._blocks(50, 3):
+                backlog.put(task, s)
+        assert sorted(done) == list(range(50))
+        assert any(n.startswith("numpy-lstm") for n in names), names
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_backlog_raises_a_helpers_error_after_the_rest_is_done():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    done = []
+
+    def task(s):
+        if s.start == 0:
+            raise ValueError("boom")
+        done.append(s.start)
+
+    try:
+        with pytest.raises(ValueError, match="boom"), numpy_lstm._Backlog() as backlog:
+            for s in numpy_lstm._blocks(10, 1):
+                backlog.put(task, s)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(done) == list(range(1, 10))
