@@ -36,6 +36,7 @@ class BenchResult:
     ms_per_step: float  # median over all its runs' steps
     run_ms: tuple[float, ...]  # each run's median step
     ratio: float  # speed against the first model: median over rounds of its run time / this run time
+    ratio_range: tuple[float, float]  # lowest and highest of those rounds' ratios
     load_fraction: float  # share of the step spent fetching the batch
     peak_mib: float  # peak resident memory of its process (CPU) or peak allocated (CUDA)
     matmul_ms: float  # the step's matrix products alone, same library and shapes
@@ -159,12 +160,20 @@ def bench(cfg: BenchConfig, data: DataConfig) -> list[BenchResult]:
         step = statistics.median(s for run in model_runs for s in run.step_s)
         load = statistics.median(s for run in model_runs for s in run.load_s)
         # runs of the same round are minutes apart at most: their ratio cancels the machine's slow drift
-        ratio = statistics.median(ref / own for ref, own in zip(run_ms[0], ms, strict=True))
+        ratios = [ref / own for ref, own in zip(run_ms[0], ms, strict=True)]
         matmul = statistics.median(run.matmul_s for run in model_runs)
         peak = max(run.peak_mib for run in model_runs)
         results.append(
             BenchResult(
-                name, cfg.batch_size * T / step, step * 1e3, ms, ratio, load / (load + step), peak, matmul * 1e3
+                name,
+                cfg.batch_size * T / step,
+                step * 1e3,
+                ms,
+                statistics.median(ratios),
+                (min(ratios), max(ratios)),
+                load / (load + step),
+                peak,
+                matmul * 1e3,
             )
         )
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import sys
@@ -504,7 +505,8 @@ def bench_cmd(
     """Training speed of each model on the course config: tokens/s, ms/step, memory, matmul bound.
 
     Each run trains one model in a fresh process; runs alternate between the models, so machine drift
-    lands on all of them alike, and a model's figure is its median step over all its runs.
+    lands on all of them alike, and a model's figure is its median step over all its runs. The ratio to
+    the reference is the median over rounds of the two runs' ratio, with the lowest and highest round.
     """
     from rich.table import Table
 
@@ -524,7 +526,7 @@ def bench_cmd(
         "tokens/s",
         "ms/step",
         "runs (ms/step)",
-        f"× {names[0]}",
+        f"× {names[0]} (rounds' range)",
         "matmul bound",
         "data loading",
         "peak MiB",
@@ -536,7 +538,7 @@ def bench_cmd(
             f"{r.tokens_per_s:,.0f}",
             f"{r.ms_per_step:.1f}",
             " ".join(f"{ms:.0f}" for ms in r.run_ms),
-            f"{r.ratio:.2f}",
+            f"{r.ratio:.2f} ({r.ratio_range[0]:.2f}–{r.ratio_range[1]:.2f})",
             f"{r.matmul_ms / r.ms_per_step:.0%}",
             f"{r.load_fraction:.1%}",
             f"{r.peak_mib:,.0f}",
@@ -557,6 +559,17 @@ def plugins() -> None:
         for p in registry.plugins():
             table.add_row(registry.kind, p.name, p.dist, p.description)
     out.print(table)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Join the lines of each paragraph of every command's docstring (Typer's help keeps them as line breaks)."""
+    for info in typer_app.registered_commands:
+        doc = inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(p.replace("\n", " ") for p in doc.split("\n\n"))
+
+
+_reflow_help(app)
+_reflow_help(data_app)
 
 
 def main() -> None:

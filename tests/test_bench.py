@@ -1,3 +1,5 @@
+import re
+
 from typer.testing import CliRunner
 
 from poemctl.bench import step_products
@@ -14,13 +16,17 @@ def test_step_products_count_forward_and_backward():
 
 
 def test_bench_table_has_every_model_and_the_ratio(tmp_path):
-    args = ["bench", "--models", "cudnn-lstm,torch-lstm", "--steps", "2", "--repeats", "1", "--batch-size", "8"]
+    args = ["bench", "--models", "cudnn-lstm,torch-lstm", "--steps", "2", "--repeats", "2", "--batch-size", "8"]
     args += ["--corpus", str(CORPUS), "--cache-dir", str(tmp_path), "--max-poems", str(SLICE)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
     assert set(rows) >= {"cudnn-lstm", "torch-lstm"}
-    assert rows["cudnn-lstm"].split("│")[5].strip() == "1.00"  # the reference against itself
+    assert rows["cudnn-lstm"].split("│")[5].strip() == "1.00 (1.00–1.00)"  # the reference against itself
+    ratio, low, high = map(
+        float, re.match(r"([\d.]+) \(([\d.]+)–([\d.]+)\)", rows["torch-lstm"].split("│")[5].strip()).groups()
+    )
+    assert low <= ratio <= high
     assert "× cudnn-lstm" in result.output
 
 

@@ -199,3 +199,11 @@ def test_data_info(tmp_path):
     assert result.exit_code == 0, result.output
     assert "58 files" in result.output and "320 / 80 poems" in result.output and "vocabulary" in result.output
     _one_line_error(run("data", "info", "--corpus", tmp_path / "none"), "poemctl data download")
+
+
+def test_every_commands_help_flows_in_paragraphs():
+    from poemctl.cli import data_app
+
+    for typer_app in (app, data_app):
+        for info in typer_app.registered_commands:
+            assert info.help and "\n" not in info.help.replace("\n\n", ""), info.callback.__name__

@@ -271,6 +271,7 @@ class _ExpLogits:
         self.exps = np.empty((len(sel), w_aug.shape[1]), dtype=sel.dtype)
         self.sums = np.empty(len(sel), dtype=sel.dtype)
         self.picked = np.empty(len(sel), dtype=sel.dtype)  # the targets' logits
+        self.ones = np.ones(w_aug.shape[1], dtype=sel.dtype)
 
     def block(self, s: slice) -> None:
         """Rows s of sel → their exps, sums and picked logits."""
@@ -278,7 +279,7 @@ class _ExpLogits:
         self.picked[s] = logits[np.arange(len(logits)), self.target[s]]
         with np.errstate(over="ignore"):
             np.exp(logits, out=logits)
-        logits.sum(axis=1, out=self.sums[s])
+        np.matmul(logits, self.ones, out=self.sums[s])  # row sums: BLAS's gemv reads 2× as fast as sum()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """After every block: exps (never divided out), sums and the NLL of the targets (N,)."""
