@@ -526,7 +526,7 @@ def bench_cmd(
         "tokens/s",
         "ms/step",
         "runs (ms/step)",
-        f"× {names[0]} (rounds' range)",
+        f"× {names[0]} (range)",
         "matmul bound",
         "data loading",
         "peak MiB",
