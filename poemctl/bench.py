@@ -23,6 +23,7 @@ import torch
 from poemctl.allocator import keep_freed_memory
 from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig
 from poemctl.data import load_corpus
+from poemctl.models.base import use_gpu_modes
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, split_batch
 
@@ -100,8 +101,7 @@ def _run_one(name: str, data: DataConfig, cfg: BenchConfig, seed: int, queue) ->
     device = "cpu" if cpu_only else cfg.device
     torch.manual_seed(0)
     model = model_cls(ModelConfig(vocab_size=len(corpus.vocab))).to(device)
-    if cfg.cuda_graphs and hasattr(model, "use_cuda_graphs"):
-        model.use_cuda_graphs()
+    use_gpu_modes(model, cfg)
     optimizer = OPTIMIZERS.get("adam")(model.parameters(), OptimConfig())
     loader = _endless(corpus.train, cfg.batch_size, seed)
     pad = corpus.vocab.pad_id

@@ -182,6 +182,10 @@ def train(
     cuda_graphs: bool = typer.Option(
         _T.cuda_graphs, help="Replay torch-lstm's recurrences from CUDA graphs (GPU only; experimental, unmeasured)."
     ),
+    fused_steps: bool = typer.Option(
+        _T.fused_steps,
+        help="Run each of torch-lstm's time steps as one fused Triton kernel (GPU only; experimental, unmeasured).",
+    ),
     out_dir: str = OUT_OPT,
     cpu: bool = CPU_OPT,
     corpus: str = CorpusOpt,
@@ -498,6 +502,9 @@ def bench_cmd(
     cuda_graphs: bool = typer.Option(
         _B.cuda_graphs, help="torch-lstm replays its recurrences from CUDA graphs (--device cuda)."
     ),
+    fused_steps: bool = typer.Option(
+        _B.fused_steps, help="torch-lstm runs each time step as one fused Triton kernel (--device cuda)."
+    ),
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
     max_poems: int = MAX_POEMS_OPT,
@@ -513,7 +520,7 @@ def bench_cmd(
     from poemctl.bench import bench
 
     names = tuple(m.strip() for m in models.split(",") if m.strip())
-    cfg = BenchConfig(names, device, batch_size, steps, repeats, cuda_graphs)
+    cfg = BenchConfig(names, device, batch_size, steps, repeats, cuda_graphs, fused_steps)
     if device == "cuda":
         import torch
 
@@ -530,7 +537,9 @@ def bench_cmd(
         "matmul bound",
         "data loading",
         "peak MiB",
-        title=title + (", torch-lstm from CUDA graphs" if cuda_graphs else ""),
+        title=title
+        + (", torch-lstm from CUDA graphs" if cuda_graphs else "")
+        + (", fused steps" if fused_steps else ""),
     )
     for r in results:
         table.add_row(

@@ -90,6 +90,7 @@ class TrainConfig:
     grad_accum: int = 1
     mixed_precision: str = "no"
     cuda_graphs: bool = False  # replay torch-lstm's recurrences from CUDA graphs (GPU only)
+    fused_steps: bool = False  # torch-lstm's time steps as fused Triton kernels (GPU only)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
@@ -115,6 +116,7 @@ class BenchConfig:
     steps: int = 20  # timed steps per run, after 2 warm-up steps
     repeats: int = 3  # runs per model, each in a fresh process, alternating between the models
     cuda_graphs: bool = False  # models with a CUDA-graph mode (torch-lstm) train in it
+    fused_steps: bool = False  # models with fused Triton steps (torch-lstm) train with them
 
     def __post_init__(self) -> None:
         _check(len(self.models) >= 1, "--models names no model")
@@ -123,6 +125,7 @@ class BenchConfig:
         _check(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         _check(self.repeats >= 1, f"--repeats must be at least 1, got {self.repeats}")
         _check(not self.cuda_graphs or self.device == "cuda", "--cuda-graphs needs --device cuda")
+        _check(not self.fused_steps or self.device == "cuda", "--fused-steps needs --device cuda")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ draws progress. A run killed at any moment resumes from its last state with `poe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
@@ -24,6 +25,7 @@ from poemctl.config import RunConfig
 from poemctl.data import load_corpus
 from poemctl.errors import PoemctlError
 from poemctl.metrics import MetricsLog
+from poemctl.models.base import GPU_MODES, use_gpu_modes
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, perplexity, split_batch, total_nll
 from poemctl.state import Position, load_state, save_state
@@ -97,10 +99,13 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
     if getattr(model_cls, "cpu_only", False) and not cpu:
         cpu = True
         say(f"{cfg.train.model} runs on the CPU only: training on the CPU")
-    if cfg.train.cuda_graphs and cpu:
-        raise PoemctlError("--cuda-graphs needs a GPU (none is available here, or --cpu was given)")
-    if cfg.train.cuda_graphs and not hasattr(model_cls, "use_cuda_graphs"):
-        raise PoemctlError(f"--cuda-graphs: {cfg.train.model} has no CUDA-graph mode (torch-lstm has)")
+    for field, (flag, method, mode) in GPU_MODES.items():
+        if getattr(cfg.train, field) and cpu:
+            raise PoemctlError(f"{flag} needs a GPU (none is available here, or --cpu was given)")
+        if getattr(cfg.train, field) and not hasattr(model_cls, method):
+            raise PoemctlError(f"{flag}: {cfg.train.model} has no {mode} (torch-lstm has)")
+    if cfg.train.fused_steps and importlib.util.find_spec("triton") is None:
+        raise PoemctlError("--fused-steps needs Triton: pip install triton")
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=cfg.train.mixed_precision,
@@ -126,8 +131,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     run_dir = resume or (make_run_dir(cfg.train.out, cfg.train.model) if main else None)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(corpus.vocab)))
     model = model_cls(cfg.model)
-    if cfg.train.cuda_graphs:
-        model.use_cuda_graphs()
+    use_gpu_modes(model, cfg.train)
     optimizer = make_optimizer(optimizer_factory, model.parameters(), cfg)
     train_dl = batches(corpus.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
     test_dl = batches(corpus.test, cfg.train.batch_size)

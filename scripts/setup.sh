@@ -8,6 +8,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade "pip<27"
 .venv/bin/python -m pip install -q "torch==2.13.0"
+if [ "$(uname -sm)" = "Linux x86_64" ]; then
+    # the GPU image's Triton: the tests run torch-lstm's fused-step kernels in its interpreter
+    .venv/bin/python -m pip install -q "triton==3.6.0"
+fi
 .venv/bin/python -m pip install -q -e ".[test]"
 # the third-party plugin package the tests train with (tests/plugin_pkg)
 .venv/bin/python -m pip install -q --no-deps -e tests/plugin_pkg

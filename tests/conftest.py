@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from poemctl.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+
+# Triton kernels (torch-lstm's --fused-steps) run in Triton's interpreter, on CPU tensors; it is chosen when
+# a kernel is defined, so before any test imports one.
+os.environ["TRITON_INTERPRET"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "chinese-poetry"

@@ -108,6 +108,7 @@ def _one_line_error(result, text):
         (["--model", "no-such-model"], "unknown model"),
         (["--optimizer", "adamm"], "did you mean 'adam'"),
         (["--cuda-graphs", "--cpu"], "--cuda-graphs needs a GPU"),
+        (["--fused-steps", "--cpu"], "--fused-steps needs a GPU"),
     ],
 )
 def test_train_bad_input(tmp_path, args, text):

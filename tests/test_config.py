@@ -21,6 +21,7 @@ from poemctl.errors import PoemctlError
         (lambda: BenchConfig(steps=0), "--steps"),
         (lambda: BenchConfig(repeats=0), "--repeats"),
         (lambda: BenchConfig(cuda_graphs=True), "--cuda-graphs needs --device cuda"),
+        (lambda: BenchConfig(fused_steps=True), "--fused-steps needs --device cuda"),
     ],
 )
 def test_invalid_values_are_one_line_errors(make, text):

@@ -1,5 +1,6 @@
 """The training loop: several processes, gradient accumulation, resume after a kill, atomic writes, NaN."""
 
+import importlib.util
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from poemctl import checkpoint
+from poemctl.config import RunConfig, TrainConfig
 from poemctl.errors import PoemctlError
 from poemctl.models.torch_lstm import TorchLSTM
 from poemctl.registry import MODELS
@@ -239,3 +241,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg):
     model, meta = checkpoint.load(run / "last.safetensors", "torch-lstm")
     assert meta.step == 10
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "mode, model, text",
+    [
+        ({"cuda_graphs": True}, "cudnn-lstm", "--cuda-graphs: cudnn-lstm has no CUDA-graph mode (torch-lstm has)"),
+        ({"fused_steps": True}, "cudnn-lstm", "--fused-steps: cudnn-lstm has no fused-step mode (torch-lstm has)"),
+        ({"fused_steps": True}, "torch-lstm", "--fused-steps needs Triton: pip install triton"),
+    ],
+)
+def test_gpu_modes_are_checked_before_any_work(monkeypatch, mode, model, text):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # past the no-GPU check, as on a GPU machine
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    with pytest.raises(PoemctlError) as err:
+        train(RunConfig(train=TrainConfig(model=model, **mode)))
+    assert str(err.value) == text

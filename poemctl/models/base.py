@@ -26,6 +26,19 @@ from poemctl.models.head import SoftmaxCrossEntropy
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, C), each (B, H)
 
+# Options of the GPU fast paths: config field → (flag, the model's method that turns it on, its name).
+GPU_MODES = {
+    "cuda_graphs": ("--cuda-graphs", "use_cuda_graphs", "CUDA-graph mode"),
+    "fused_steps": ("--fused-steps", "use_fused_steps", "fused-step mode"),
+}
+
+
+def use_gpu_modes(model, cfg) -> None:
+    """Turn on the GPU modes that cfg (a TrainConfig or BenchConfig) asks for, where the model has them."""
+    for field, (_, method, _) in GPU_MODES.items():
+        if getattr(cfg, field) and hasattr(model, method):
+            getattr(model, method)()
+
 
 class ModelOutput(NamedTuple):
     """What forward returns: logits without targets; per-row summed NLL and target counts with them."""

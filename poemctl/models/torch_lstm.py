@@ -7,11 +7,15 @@ one large product over all steps. A character's input projection W_x x + b depen
 so it is computed once per distinct character of the batch (`input_projection`) rather than per position.
 At the course size a step's kernels are small, so each step issues as few of them as it can (one sigmoid
 for all four gates, per-step views made up front); on a GPU the two recurrences can be replayed from CUDA
-graphs (`CudaGraphs`, `--cuda-graphs`). Everything runs on CPU or GPU. Tensors inside are time-major,
+graphs (`CudaGraphs`, `--cuda-graphs`) and a step's elementwise work fused into one Triton kernel
+(triton_steps.py, `--fused-steps`). Everything runs on CPU or GPU. Tensors inside are time-major,
 (T, B, …), so each step's slice is contiguous.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +31,11 @@ class LSTMScan(torch.autograd.Function):
 
     Step t's gate pre-activations are table[where[t]] + W_hh h_{t−1}: the table holds W_x x + b of each
     distinct character, so the input projection is never computed twice for the same character. The two
-    recurrences (`_forward_steps`, `_backward_steps`) run eagerly, or from CUDA graphs when given `graphs`.
+    recurrences run as `recurrence` says (eagerly, fused, from CUDA graphs).
     """
 
     @staticmethod
-    def forward(ctx, table, where, w_hh, h0, c0, graphs):
+    def forward(ctx, table, where, w_hh, h0, c0, recurrence: Recurrence):
         H = table.shape[1] // 4
         # tanh(z) = 2σ(2z) − 1: with the c̃ rows doubled, one sigmoid covers all four gates (one kernel,
         # which at B·4H ≥ 32768 entries also runs on every thread), then c̃ = 2s − 1 on its block.
@@ -39,10 +43,9 @@ class LSTMScan(torch.autograd.Function):
         scale[2 * H : 3 * H] = 2.0
         acts = F.embedding(where, table * scale)  # (T, B, 4H) input projections, turned into activations
         w_hh_t = (w_hh * scale[:, None]).t()
-        run = graphs.run if graphs is not None else _eager
-        acts, cs, tanh_cs, hs = run(_forward_steps, acts, w_hh_t, h0, c0)
+        acts, cs, tanh_cs, hs = recurrence.run(recurrence.forward, acts, w_hh_t, h0, c0)
         ctx.table_rows = table.shape[0]
-        ctx.graphs = graphs
+        ctx.recurrence = recurrence
         ctx.save_for_backward(acts, cs, tanh_cs, hs, w_hh, where)
         T = where.shape[0]
         return hs[1:], hs[T].clone(), cs[T].clone()
@@ -63,28 +66,29 @@ class LSTMScan(torch.autograd.Function):
         _tanh_d(i, g, grad_input=local[..., 2 * H : 3 * H])
         _sigmoid_d(tanh_cs, o, grad_input=local[..., 3 * H :])
         dc_from_h = _tanh_d(o, tanh_cs)  # ∂C_t/∂h_t factor: o ⊙ tanh'(C_t)
-        run = ctx.graphs.run if ctx.graphs is not None else _eager
-        dpre, dh, dc = run(_backward_steps, local, dc_from_h, f, dhs, dh_last, dc_last, w_hh)
+        r = ctx.recurrence
+        dpre, dh, dc = r.run(r.backward, local, dc_from_h, f, dhs, dh_last, dc_last, w_hh)
         flat = dpre.view(T * B, G)
         dtable = flat.new_zeros(ctx.table_rows, G).index_add_(0, where.view(-1), flat)  # Σ over each character's steps
         dw_hh = flat.t() @ hs[:-1].reshape(T * B, H)
         return dtable, None, dw_hh, dh, dc, None
 
 
-def _eager(fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """fn(*inputs), as CudaGraphs.run would give it."""
-    return fn(*inputs)
+def step_buffers(acts: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The forward recurrence's outputs for acts (T, B, 4H): C_0 … C_T (C_0 set), tanh(C_1 … C_T), h_0 … h_T."""
+    T, B, G = acts.shape
+    cs = acts.new_empty(T + 1, B, G // 4)
+    hs = acts.new_empty(T + 1, B, G // 4)
+    tanh_cs = acts.new_empty(T, B, G // 4)
+    cs[0], hs[0] = c0, h0
+    return cs, tanh_cs, hs
 
 
 def _forward_steps(acts, w_hh_t, h0, c0) -> tuple[torch.Tensor, ...]:
     """The forward recurrence: acts (T, B, 4H) holds the input projections (c̃ rows doubled) and is turned
     into the gate activations in place; returns acts and C_0 … C_T, tanh(C_1 … C_T), h_0 … h_T."""
-    T, B, G = acts.shape
-    H = G // 4
-    cs = acts.new_empty(T + 1, B, H)  # C_0 … C_T
-    hs = acts.new_empty(T + 1, B, H)  # h_0 … h_T
-    tanh_cs = acts.new_empty(T, B, H)
-    cs[0], hs[0] = c0, h0
+    H = acts.shape[2] // 4
+    cs, tanh_cs, hs = step_buffers(acts, h0, c0)
     # per-step views, made once (a Python-level slice per step costs as much as a small kernel)
     i, f, g, o = acts.split(H, dim=2)
     steps = zip(acts, i, f, g, o, hs[:-1], cs[:-1], cs[1:], tanh_cs, hs[1:], strict=True)
@@ -117,6 +121,20 @@ def _backward_steps(local, dc_from_h, f, dhs, dh_last, dc_last, w_hh) -> tuple[t
         dh = torch.addmm(dhs[t - 1], d, w_hh) if t > 0 else d @ w_hh
         dc = dc * f_t
     return dpre, dh, dc
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """How LSTMScan runs its two recurrences: the step loops (eager or fused), called directly or replayed
+    from CUDA graphs."""
+
+    forward: Callable[..., tuple[torch.Tensor, ...]] = _forward_steps
+    backward: Callable[..., tuple[torch.Tensor, ...]] = _backward_steps
+    graphs: CudaGraphs | None = None
+
+    def run(self, fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """fn(*inputs), from a CUDA graph when there are graphs."""
+        return self.graphs.run(fn, *inputs) if self.graphs is not None else fn(*inputs)
 
 
 class CudaGraphs:
@@ -169,16 +187,24 @@ class TorchLSTM(PoemModel):
     """The gate equations of SPEC.md in PyTorch ops, with SPEC.md's backward through time by hand."""
 
     description = "SPEC.md's LSTM in PyTorch ops with hand-written backprop through time (CPU or GPU)"
-    graphs: CudaGraphs | None = None
+    recurrence = Recurrence()
 
     def use_cuda_graphs(self) -> None:
         """Replay the recurrences from CUDA graphs from now on (a model on a GPU; `--cuda-graphs`)."""
-        self.graphs = CudaGraphs()
+        self.recurrence = replace(self.recurrence, graphs=CudaGraphs())
+
+    def use_fused_steps(self) -> None:
+        """Run each time step's elementwise work as one Triton kernel from now on (a GPU; `--fused-steps`)."""
+        from poemctl.models import triton_steps  # Triton is needed only here
+
+        self.recurrence = replace(
+            self.recurrence, forward=triton_steps.forward_steps, backward=triton_steps.backward_steps
+        )
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """(B, T) ids → (B, T, H) hidden states (a time-major view) and the final (h, C)."""
         table, where = input_projection(tokens.t(), self.embedding.weight, self.lstm.weight_ih, self.lstm.bias)
         dt = table.dtype  # the autocast dtype under mixed precision
         h0, c0 = state if state is not None else self.zero_state(tokens.shape[0], tokens.device, dt)
-        hs, h, c = LSTMScan.apply(table, where, self.lstm.weight_hh.to(dt), h0.to(dt), c0.to(dt), self.graphs)
+        hs, h, c = LSTMScan.apply(table, where, self.lstm.weight_hh.to(dt), h0.to(dt), c0.to(dt), self.recurrence)
         return hs.transpose(0, 1), (h, c)
