@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install poemctl with its test tools. torch is installed first and pinned: an unpinned
-# torch (asked for by any dependency) would pull a multi-GB CUDA build instead of the CPU wheel.
+# Create .venv and install poemctl; with --test, its test tools too. torch is installed first and pinned: an
+# unpinned torch (asked for by any dependency) would pull a multi-GB CUDA build instead of the CPU wheel.
+# Usage: bash scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -8,8 +9,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade "pip<27"
 .venv/bin/python -m pip install -q "torch==2.13.0"
+if [ "${1:-}" != --test ]; then
+    .venv/bin/python -m pip install -q -e .
+    exit 0
+fi
 if [ "$(uname -sm)" = "Linux x86_64" ]; then
-    # the GPU image's Triton: the tests run torch-lstm's fused-step kernels in its interpreter
+    # the GPU image's Triton (640 MB, tests only): its interpreter runs torch-lstm's fused-step kernels on the CPU
     .venv/bin/python -m pip install -q "triton==3.6.0"
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
