@@ -262,35 +262,38 @@ _HEAD_ROWS = 256  # rows of the output layer per task: a block's logits (about 7
 class _ExpLogits:
     """exp(sel @ w_aug) (N, V), row sums (N,) and the targets' logits, filled block by block of rows.
 
-    Each block goes through product, exp and sum while it is in cache. There is no max-subtraction pass
-    unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴] (`finish` checks).
+    Each block goes through product, exp and sum while it is in cache. The logits come out in base-2 units
+    (w_aug scaled by log₂e once) because NumPy's exp2 is about a third cheaper than its exp. There is no
+    max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴] (`finish` checks).
     """
 
     def __init__(self, sel: np.ndarray, w_aug: np.ndarray, target: np.ndarray) -> None:
         self.sel, self.w_aug, self.target = sel, w_aug, target
+        self.w_aug2 = w_aug * np.log2(np.e).astype(w_aug.dtype)  # logits · log₂e: exp2 of them is exp(logits)
         self.exps = np.empty((len(sel), w_aug.shape[1]), dtype=sel.dtype)
         self.sums = np.empty(len(sel), dtype=sel.dtype)
-        self.picked = np.empty(len(sel), dtype=sel.dtype)  # the targets' logits
+        self.picked = np.empty(len(sel), dtype=sel.dtype)  # the targets' logits, in base-2 units
         self.ones = np.ones(w_aug.shape[1], dtype=sel.dtype)
 
     def block(self, s: slice) -> None:
         """Rows s of sel → their exps, sums and picked logits."""
-        logits = np.matmul(self.sel[s], self.w_aug, out=self.exps[s])
-        self.picked[s] = logits[np.arange(len(logits)), self.target[s]]
+        logits2 = np.matmul(self.sel[s], self.w_aug2, out=self.exps[s])
+        self.picked[s] = logits2[np.arange(len(logits2)), self.target[s]]
         with np.errstate(over="ignore"):
-            np.exp(logits, out=logits)
-        np.matmul(logits, self.ones, out=self.sums[s])  # row sums: BLAS's gemv reads 2× as fast as sum()
+            np.exp2(logits2, out=logits2)
+        np.matmul(logits2, self.ones, out=self.sums[s])  # row sums: BLAS's gemv reads 2× as fast as sum()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """After every block: exps (never divided out), sums and the NLL of the targets (N,)."""
-        exps, sums, shift = self.exps, self.sums, 0.0
+        exps, sums, shift, picked = self.exps, self.sums, 0.0, self.picked * np.log(2).astype(self.sums.dtype)
         if not ((sums >= FAST_SUMS[0]) & (sums <= FAST_SUMS[1])).all():  # logits beyond about ±44: the stable way
             exps = _matmul(self.sel, self.w_aug)
+            picked = exps[np.arange(len(exps)), self.target]
             shift = exps.max(axis=1)
             exps -= shift[:, None]
             np.exp(exps, out=exps)
             exps.sum(axis=1, out=sums)
-        return exps, sums, np.log(sums) + shift - self.picked  # log Σ exp(logits) − logit[target]
+        return exps, sums, np.log(sums) + shift - picked  # log Σ exp(logits) − logit[target]
 
 
 @_own_threads
