@@ -16,6 +16,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass
+from queue import Empty
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ import torch
 from poemctl.allocator import keep_freed_memory
 from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig
 from poemctl.data import load_corpus
-from poemctl.models.base import use_gpu_modes
+from poemctl.errors import PoemctlError
+from poemctl.models.base import check_gpu_modes, use_gpu_modes
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, split_batch
 
@@ -134,12 +136,21 @@ def _run_one(name: str, data: DataConfig, cfg: BenchConfig, seed: int, queue) ->
     queue.put(_Run(step_s, load_s, matmul_s, peak))
 
 
-def _in_process(name: str, data: DataConfig, cfg: BenchConfig, seed: int) -> _Run:
+def _in_process(name: str, data: DataConfig, cfg: BenchConfig, seed: int, target=_run_one) -> _Run:
+    """target's figures for one run of the model, from a fresh process; an error if that process dies."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run_one, args=(name, data, cfg, seed, queue))
+    proc = ctx.Process(target=target, args=(name, data, cfg, seed, queue))
     proc.start()
-    run = queue.get()
+    while True:  # a process that dies (out of memory, a kernel that fails to build) must not hang the bench
+        try:
+            run = queue.get(timeout=1.0)
+            break
+        except Empty:
+            if not proc.is_alive() and queue.empty():
+                raise PoemctlError(
+                    f"bench: the {name} run failed (its process exited with code {proc.exitcode}; its error is above)"
+                ) from None
     proc.join()
     return run
 
@@ -148,6 +159,7 @@ def bench(cfg: BenchConfig, data: DataConfig) -> list[BenchResult]:
     """Figures for each model from cfg.repeats runs of cfg.steps steps each, alternating between the models."""
     for name in cfg.models:
         MODELS.get(name)  # unknown names fail before any work
+    check_gpu_modes(cfg)
     T = load_corpus(data).train.shape[1] - 1  # also builds the cache once, outside the timed processes
     models = cfg.models
     runs: list[list[_Run]] = [[] for _ in models]

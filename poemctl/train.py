@@ -7,7 +7,6 @@ draws progress. A run killed at any moment resumes from its last state with `poe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import time
@@ -25,7 +24,7 @@ from poemctl.config import RunConfig
 from poemctl.data import load_corpus
 from poemctl.errors import PoemctlError
 from poemctl.metrics import MetricsLog
-from poemctl.models.base import GPU_MODES, use_gpu_modes
+from poemctl.models.base import GPU_MODES, check_gpu_modes, use_gpu_modes
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, perplexity, split_batch, total_nll
 from poemctl.state import Position, load_state, save_state
@@ -104,8 +103,7 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
             raise PoemctlError(f"{flag} needs a GPU (none is available here, or --cpu was given)")
         if getattr(cfg.train, field) and not hasattr(model_cls, method):
             raise PoemctlError(f"{flag}: {cfg.train.model} has no {mode} (torch-lstm has)")
-    if cfg.train.fused_steps and importlib.util.find_spec("triton") is None:
-        raise PoemctlError("--fused-steps needs Triton: pip install triton")
+    check_gpu_modes(cfg.train)
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=cfg.train.mixed_precision,

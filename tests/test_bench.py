@@ -1,9 +1,13 @@
 import re
+import signal
 
+import pytest
 from typer.testing import CliRunner
 
-from poemctl.bench import step_products
+from poemctl.bench import _in_process, step_products
 from poemctl.cli import app
+from poemctl.config import BenchConfig, DataConfig
+from poemctl.errors import PoemctlError
 from tests.conftest import CORPUS, SLICE
 
 runner = CliRunner()
@@ -42,3 +46,21 @@ def test_bench_cuda_graphs_need_the_cuda_device(tmp_path):
     result = runner.invoke(app, ["bench", "--cuda-graphs", "--corpus", str(CORPUS), "--cache-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "--cuda-graphs needs --device cuda" in result.output
+
+
+def _dies(name, data, cfg, seed, queue):
+    """A run whose process dies before it reports (as one out of GPU memory would)."""
+    raise SystemExit(3)
+
+
+def test_a_run_whose_process_dies_is_an_error_not_a_hang():
+    def hung(*_):
+        pytest.fail("the bench still waits for a process that died")
+
+    signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        with pytest.raises(PoemctlError, match=r"the torch-lstm run failed \(its process exited with code 3"):
+            _in_process("torch-lstm", DataConfig(), BenchConfig(), 0, target=_dies)
+    finally:
+        signal.alarm(0)
