@@ -23,11 +23,13 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _forward_cell(a, c, c_new, tanh_c, h_new, n, H, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _forward_cell(a, c, c_new, tanh_c, h_new, B, H, ROWS: tl.constexpr, COLS: tl.constexpr, ACC: tl.constexpr):
     """One step over (B, H): a (B, 4H) holds the gates' pre-activations (c̃'s doubled) and gets i, f, c̃, o."""
-    k = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # flat index into (B, H)
-    m = k < n
-    at = (k // H) * 4 * H + k % H  # gate i's entry in a's row; f, c̃, o follow H apart
+    b = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]  # (ROWS, 1) batch rows
+    j = tl.arange(0, COLS)[None, :]  # (1, COLS) hidden units: contiguous, so loads and stores are vectors
+    m = (b < B) & (j < H)
+    k = b * H + j  # entry of a (B, H) tensor
+    at = b * 4 * H + j  # gate i's entry in a's row; f, c̃, o follow H apart
     i = _sigmoid(tl.load(a + at, mask=m).to(ACC))
     f = _sigmoid(tl.load(a + at + H, mask=m).to(ACC))
     g = 2.0 * _sigmoid(tl.load(a + at + 2 * H, mask=m).to(ACC)) - 1.0  # c̃ = tanh(z) = 2σ(2z) − 1
@@ -44,11 +46,15 @@ def _forward_cell(a, c, c_new, tanh_c, h_new, n, H, BLOCK: tl.constexpr, ACC: tl
 
 
 @triton.jit
-def _backward_cell(local, dc_from_h, f, dh, dc_in, d, dc_out, n, H, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _backward_cell(
+    local, dc_from_h, f, dh, dc_in, d, dc_out, B, H, ROWS: tl.constexpr, COLS: tl.constexpr, ACC: tl.constexpr
+):
     """One step over (B, H): δC_t from δh_t and δC_{t+1} ⊙ f_{t+1}, then the four pre-activation deltas d."""
-    k = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = k < n
-    at = (k // H) * 4 * H + k % H
+    b = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]
+    j = tl.arange(0, COLS)[None, :]
+    m = (b < B) & (j < H)
+    k = b * H + j
+    at = b * 4 * H + j
     dh_t = tl.load(dh + k, mask=m).to(ACC)
     dc = tl.load(dc_in + k, mask=m).to(ACC) + dh_t * tl.load(dc_from_h + k, mask=m).to(ACC)  # δC_t
     tl.store(d + at, tl.load(local + at, mask=m).to(ACC) * dc, mask=m)  # δi_pre
@@ -61,8 +67,10 @@ def _backward_cell(local, dc_from_h, f, dh, dc_in, d, dc_out, n, H, BLOCK: tl.co
 def _launch(kernel, x: torch.Tensor, *args: torch.Tensor) -> None:
     """kernel over the (B, H) entries of x's step, in float64 for float64 tensors and float32 otherwise."""
     B, H = x.shape
+    cols = triton.next_power_of_2(H)
+    rows = max(1, _BLOCK // cols)
     acc = tl.float64 if x.dtype == torch.float64 else tl.float32
-    kernel[(triton.cdiv(B * H, _BLOCK),)](*args, B * H, H, BLOCK=_BLOCK, ACC=acc)
+    kernel[(triton.cdiv(B, rows),)](*args, B, H, ROWS=rows, COLS=cols, ACC=acc)
 
 
 def forward_steps(acts, w_hh_t, h0, c0) -> tuple[torch.Tensor, ...]:
