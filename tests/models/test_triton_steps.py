@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("triton", reason="--fused-steps needs Triton (scripts/setup.sh --test installs it on Linux x86-64)")
 
+from poemctl.config import ModelConfig  # noqa: E402
 from poemctl.models import triton_steps  # noqa: E402
 from poemctl.models.torch_lstm import CudaGraphs, Recurrence, TorchLSTM  # noqa: E402
 from tests.models.test_torch_lstm import (  # noqa: E402
@@ -91,3 +92,19 @@ for kernel, n_ptrs in ((ts._forward_cell, 5), (ts._backward_cell, 7)):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(" ok") == 6, result.stdout
+
+
+def test_fused_steps_at_the_course_size():
+    # the blocks training uses (2 rows × 128 hidden units, 32 programs), not the tiny tests' masked ones
+    torch.manual_seed(0)
+    eager = TorchLSTM(ModelConfig(vocab_size=200))
+    fused = TorchLSTM(eager.cfg)
+    fused.load_state_dict(eager.state_dict())
+    fused.use_fused_steps()
+    x, y = torch.randint(1, 200, (64, 6)), torch.randint(0, 200, (64, 6))
+    outs = [m(x, targets=y, ignore_index=0) for m in (eager, fused)]
+    for out in outs:
+        out.nll.sum().backward()
+    torch.testing.assert_close(outs[0].nll, outs[1].nll, rtol=1e-5, atol=1e-5)
+    for (name, p), q in zip(eager.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
