@@ -118,6 +118,14 @@ SEED_OPT = typer.Option(_T.seed, help="Seed for initialisation and data order.")
 EVAL_OPT = typer.Option(_T.eval_every, help="Test perplexity every N steps (0: each epoch end).")
 OUT_OPT = typer.Option(_T.out, "--out", help="Folder that receives the run folder.")
 CPU_OPT = typer.Option(_T.cpu, help="Train on the CPU even where a GPU exists.")
+# torch-lstm's GPU fast paths, for `train` and `bench`
+CUDA_GRAPHS_OPT = typer.Option(
+    _T.cuda_graphs, help="Replay torch-lstm's recurrences from CUDA graphs (GPU only; experimental, unmeasured)."
+)
+FUSED_STEPS_OPT = typer.Option(
+    _T.fused_steps,
+    help="Run each of torch-lstm's time steps as one fused Triton kernel (GPU only; experimental, unmeasured).",
+)
 MAX_POEMS_OPT = typer.Option(_D.max_poems, help="Use only the first N poems (0: all).")
 
 
@@ -179,13 +187,8 @@ def train(
     clip: float = typer.Option(_T.clip, help="Clip the gradient norm to this (0: off)."),
     grad_accum: int = typer.Option(_T.grad_accum, help="Accumulate gradients over N batches per step."),
     mixed_precision: str = typer.Option(_T.mixed_precision, help="no, bf16 or fp16 (through Accelerate)."),
-    cuda_graphs: bool = typer.Option(
-        _T.cuda_graphs, help="Replay torch-lstm's recurrences from CUDA graphs (GPU only; experimental, unmeasured)."
-    ),
-    fused_steps: bool = typer.Option(
-        _T.fused_steps,
-        help="Run each of torch-lstm's time steps as one fused Triton kernel (GPU only; experimental, unmeasured).",
-    ),
+    cuda_graphs: bool = CUDA_GRAPHS_OPT,
+    fused_steps: bool = FUSED_STEPS_OPT,
     out_dir: str = OUT_OPT,
     cpu: bool = CPU_OPT,
     corpus: str = CorpusOpt,
@@ -499,12 +502,8 @@ def bench_cmd(
     batch_size: int = typer.Option(_B.batch_size, help="Poems per step."),
     steps: int = typer.Option(_B.steps, help="Timed steps per run (after 2 warm-up steps)."),
     repeats: int = typer.Option(_B.repeats, help="Runs per model, each in a fresh process, alternating between them."),
-    cuda_graphs: bool = typer.Option(
-        _B.cuda_graphs, help="torch-lstm replays its recurrences from CUDA graphs (--device cuda)."
-    ),
-    fused_steps: bool = typer.Option(
-        _B.fused_steps, help="torch-lstm runs each time step as one fused Triton kernel (--device cuda)."
-    ),
+    cuda_graphs: bool = CUDA_GRAPHS_OPT,
+    fused_steps: bool = FUSED_STEPS_OPT,
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
     max_poems: int = MAX_POEMS_OPT,
