@@ -1,10 +1,12 @@
 """`poemctl bench`: training speed of models on the course config, side by side, with the matmul bound.
 
-Each model trains in fresh processes of its own (forward, loss, backward, clipping, Adam), so its peak
-memory and thread pools are its own; the runs alternate between the models, `repeats` rounds in an order
-that rotates each round, so slow drift of a shared machine lands on every model alike. A model's step time
-is the median over all its runs' steps. The matrix-product bound is the time the same library takes, in the
-same process, for exactly the products of a standard LSTM training step on the same shapes:
+Each model trains in a fresh process of its own (forward, loss, backward, clipping, Adam), so its peak
+memory and thread pools are its own. The processes of a round take turns step by step, in an order that
+rotates each step, and train on the same batches: a model's step and the reference's step of the same turn
+are about a second apart, so the ratio of the two cancels the drift of a shared machine (runs one after
+the other, each tens of seconds long, did not: on the development VM their ratios spread over ±25%). A
+model's step time is the median over all its steps. The matrix-product bound is the time the same library
+takes, in the same process, for exactly the products of a standard LSTM training step on the same shapes:
 bound ratio = that time / step time.
 """
 
@@ -16,7 +18,6 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass
-from queue import Empty
 
 import numpy as np
 import torch
@@ -36,10 +37,10 @@ class BenchResult:
 
     model: str
     tokens_per_s: float
-    ms_per_step: float  # median over all its runs' steps
-    run_ms: tuple[float, ...]  # each run's median step
-    ratio: float  # speed against the first model: median over rounds of its run time / this run time
-    ratio_range: tuple[float, float]  # lowest and highest of those rounds' ratios
+    ms_per_step: float  # median over all its steps
+    run_ms: tuple[float, ...]  # each round's median step
+    ratio: float  # speed against the first model: median over all turns of the reference's step / this step
+    ratio_range: tuple[float, float]  # lowest and highest round's median of those ratios
     load_fraction: float  # share of the step spent fetching the batch
     peak_mib: float  # peak resident memory of its process (CPU) or peak allocated (CUDA)
     matmul_ms: float  # the step's matrix products alone, same library and shapes
@@ -87,7 +88,7 @@ def _endless(rows: torch.Tensor, batch_size: int, seed: int):
 
 @dataclass(frozen=True)
 class _Run:
-    """What one process measured."""
+    """What one model's process measured in one round."""
 
     step_s: list[float]
     load_s: list[float]
@@ -95,7 +96,11 @@ class _Run:
     peak_mib: float
 
 
-def _run_one(name: str, data: DataConfig, cfg: BenchConfig, seed: int, queue) -> None:
+def _worker(name: str, data: DataConfig, cfg: BenchConfig, seed: int, conn) -> None:
+    """One model's process: set up, then one training step per "step" message; "finish" ends it.
+
+    Replies: "ready" after set-up, (load s, step s, scored targets) per step, (matmul s, peak MiB) to finish.
+    """
     keep_freed_memory()  # as the CLI does for training (a spawned process starts with glibc's defaults)
     corpus = load_corpus(data)
     model_cls = MODELS.get(name)
@@ -107,8 +112,9 @@ def _run_one(name: str, data: DataConfig, cfg: BenchConfig, seed: int, queue) ->
     optimizer = OPTIMIZERS.get("adam")(model.parameters(), OptimConfig())
     loader = _endless(corpus.train, cfg.batch_size, seed)
     pad = corpus.vocab.pad_id
-    step_s, load_s, scored = [], [], 0
-    for i in range(cfg.steps + 2):  # two warm-up steps
+    conn.send("ready")
+    scored = []
+    while conn.recv() == "step":
         t0 = time.perf_counter()
         inputs, targets = (t.to(device) for t in split_batch(next(loader)))
         t1 = time.perf_counter()
@@ -121,71 +127,106 @@ def _run_one(name: str, data: DataConfig, cfg: BenchConfig, seed: int, queue) ->
         loss.item()
         if device == "cuda":
             torch.cuda.synchronize()
-        if i >= 2:
-            load_s.append(t1 - t0)
-            step_s.append(time.perf_counter() - t1)
-            scored += int(out.count.sum())
+        scored.append(int(out.count.sum()))
+        conn.send((t1 - t0, time.perf_counter() - t1))
     shape = model.cfg
     T = corpus.train.shape[1] - 1
-    products = step_products(cfg.batch_size, T, scored // cfg.steps, shape.embedding, shape.hidden, shape.vocab_size)
+    products = step_products(
+        cfg.batch_size, T, sum(scored) // len(scored), shape.embedding, shape.hidden, shape.vocab_size
+    )
     matmul_s = time_products(products, "numpy" if cpu_only else "torch", device)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(_Run(step_s, load_s, matmul_s, peak))
+    conn.send((matmul_s, peak))
 
 
-def _in_process(name: str, data: DataConfig, cfg: BenchConfig, seed: int, target=_run_one) -> _Run:
-    """target's figures for one run of the model, from a fresh process; an error if that process dies."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(name, data, cfg, seed, queue))
-    proc.start()
-    while True:  # a process that dies (out of memory, a kernel that fails to build) must not hang the bench
+class _Process:
+    """A model's bench process, driven one message at a time; its death is an error, not a hang."""
+
+    def __init__(self, name: str, data: DataConfig, cfg: BenchConfig, seed: int, target=_worker) -> None:
+        ctx = mp.get_context("spawn")
+        self.name = name
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=target, args=(name, data, cfg, seed, child), daemon=True)
+        self._proc.start()
+        child.close()  # the child's end lives on in the child only: its death ends the pipe
+
+    def ask(self, message: str | None = None):
+        """Send message (unless None) and return the reply."""
         try:
-            run = queue.get(timeout=1.0)
-            break
-        except Empty:
-            if not proc.is_alive() and queue.empty():
-                raise PoemctlError(
-                    f"bench: the {name} run failed (its process exited with code {proc.exitcode}; its error is above)"
-                ) from None
-    proc.join()
-    return run
+            if message is not None:
+                self._conn.send(message)
+            return self._conn.recv()
+        except (EOFError, BrokenPipeError):  # a process that died (out of memory, a kernel that fails to build)
+            self._proc.join()
+            raise PoemctlError(
+                f"bench: the {self.name} run failed (its process exited with code {self._proc.exitcode}; "
+                "its error is above)"
+            ) from None
+
+    def close(self) -> None:
+        """End the process (after "finish", or on an error elsewhere)."""
+        if self._proc.is_alive():
+            self._proc.join(timeout=10)
+            self._proc.kill()
+        self._conn.close()
+
+
+def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker) -> list[_Run]:
+    """One round: a fresh process per model, taking turns step by step in an order that rotates each step."""
+    procs = [_Process(name, data, cfg, seed, target) for name in cfg.models]
+    try:
+        for proc in procs:
+            proc.ask()  # set-up done (all processes set up at once; nothing is timed there)
+        timings: list[list[tuple[float, float]]] = [[] for _ in procs]
+        for i in range(cfg.steps + 2):  # two warm-up steps
+            for k in ((i + j) % len(procs) for j in range(len(procs))):
+                timings[k].append(procs[k].ask("step"))
+        runs = []
+        for proc, steps in zip(procs, timings, strict=True):  # one at a time: each bound is timed alone
+            matmul_s, peak = proc.ask("finish")
+            runs.append(_Run([s for _, s in steps[2:]], [lo for lo, _ in steps[2:]], matmul_s, peak))
+        return runs
+    finally:
+        for proc in procs:
+            proc.close()
 
 
 def bench(cfg: BenchConfig, data: DataConfig) -> list[BenchResult]:
-    """Figures for each model from cfg.repeats runs of cfg.steps steps each, alternating between the models."""
+    """Figures for each model from cfg.repeats rounds of cfg.steps steps each, the models taking turns."""
     for name in cfg.models:
         MODELS.get(name)  # unknown names fail before any work
     check_gpu_modes(cfg)
     T = load_corpus(data).train.shape[1] - 1  # also builds the cache once, outside the timed processes
-    models = cfg.models
-    runs: list[list[_Run]] = [[] for _ in models]
-    for r in range(cfg.repeats):
-        for k in ((r + j) % len(models) for j in range(len(models))):  # the order rotates each round
-            runs[k].append(_in_process(models[k], data, cfg, seed=r))
-    run_ms = [tuple(statistics.median(run.step_s) * 1e3 for run in model_runs) for model_runs in runs]
+    return _results(cfg, T, [_round(data, cfg, seed=r) for r in range(cfg.repeats)])
+
+
+def _results(cfg: BenchConfig, T: int, rounds: list[list[_Run]]) -> list[BenchResult]:
+    """Each model's figures from its runs (rounds[r][k]: model k's run in round r)."""
+    runs = list(zip(*rounds, strict=True))  # per model: its run of each round
     results = []
-    for name, model_runs, ms in zip(models, runs, run_ms, strict=True):
+    for name, model_runs in zip(cfg.models, runs, strict=True):
         step = statistics.median(s for run in model_runs for s in run.step_s)
         load = statistics.median(s for run in model_runs for s in run.load_s)
-        # runs of the same round are minutes apart at most: their ratio cancels the machine's slow drift
-        ratios = [ref / own for ref, own in zip(run_ms[0], ms, strict=True)]
-        matmul = statistics.median(run.matmul_s for run in model_runs)
-        peak = max(run.peak_mib for run in model_runs)
+        # a step and the reference's step of the same turn are a second apart: their ratio cancels the drift
+        paired = [
+            [a / b for a, b in zip(ref.step_s, own.step_s, strict=True)]
+            for ref, own in zip(runs[0], model_runs, strict=True)
+        ]
+        per_round = [statistics.median(r) for r in paired]
         results.append(
             BenchResult(
                 name,
                 cfg.batch_size * T / step,
                 step * 1e3,
-                ms,
-                statistics.median(ratios),
-                (min(ratios), max(ratios)),
+                tuple(statistics.median(run.step_s) * 1e3 for run in model_runs),
+                statistics.median(r for round_ in paired for r in round_),
+                (min(per_round), max(per_round)),
                 load / (load + step),
-                peak,
-                matmul * 1e3,
+                max(run.peak_mib for run in model_runs),
+                statistics.median(run.matmul_s for run in model_runs) * 1e3,
             )
         )
     return results

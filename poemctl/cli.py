@@ -500,8 +500,8 @@ def bench_cmd(
     models: str = typer.Option(",".join(_B.models), help="Comma-separated models; the first is the reference."),
     device: str = typer.Option(_B.device, help="cpu or cuda."),
     batch_size: int = typer.Option(_B.batch_size, help="Poems per step."),
-    steps: int = typer.Option(_B.steps, help="Timed steps per run (after 2 warm-up steps)."),
-    repeats: int = typer.Option(_B.repeats, help="Runs per model, each in a fresh process, alternating between them."),
+    steps: int = typer.Option(_B.steps, help="Timed steps per model and round (after 2 warm-up steps)."),
+    repeats: int = typer.Option(_B.repeats, help="Rounds, each with a fresh process per model."),
     cuda_graphs: bool = CUDA_GRAPHS_OPT,
     fused_steps: bool = FUSED_STEPS_OPT,
     corpus: str = CorpusOpt,
@@ -510,9 +510,10 @@ def bench_cmd(
 ) -> None:
     """Training speed of each model on the course config: tokens/s, ms/step, memory, matmul bound.
 
-    Each run trains one model in a fresh process; runs alternate between the models, so machine drift
-    lands on all of them alike, and a model's figure is its median step over all its runs. The ratio to
-    the reference is the median over rounds of the two runs' ratio, with the lowest and highest round.
+    Each round starts a fresh process per model; the processes take turns step by step on the same
+    batches, so a model's step and the reference's step of the same turn are about a second apart and
+    machine drift cancels in their ratio. A model's figure is its median step; the ratio to the reference
+    is the median over all turns, with the lowest and highest round's median beside it.
     """
     from rich.table import Table
 
@@ -526,12 +527,12 @@ def bench_cmd(
         if not torch.cuda.is_available():
             raise PoemctlError("--device cuda: no CUDA device is available here")
     results = bench(cfg, DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems))
-    title = f"course config, batch {batch_size}, median step of {repeats} alternating runs × {steps} steps, {device}"
+    title = f"course config, batch {batch_size}, {repeats} rounds × {steps} steps, models taking turns, {device}"
     table = Table(
         "model",
         "tokens/s",
         "ms/step",
-        "runs (ms/step)",
+        "rounds (ms/step)",
         f"× {names[0]} (range)",
         "matmul bound",
         "data loading",

@@ -113,8 +113,8 @@ class BenchConfig:
     models: tuple[str, ...] = ("cudnn-lstm", "torch-lstm", "numpy-lstm")
     device: str = "cpu"
     batch_size: int = 64
-    steps: int = 20  # timed steps per run, after 2 warm-up steps
-    repeats: int = 3  # runs per model, each in a fresh process, alternating between the models
+    steps: int = 20  # timed steps per model and round, after 2 warm-up steps
+    repeats: int = 3  # rounds, each with a fresh process per model; the processes take turns step by step
     cuda_graphs: bool = False  # models with a CUDA-graph mode (torch-lstm) train in it
     fused_steps: bool = False  # models with fused Triton steps (torch-lstm) train with them
 

@@ -1,10 +1,11 @@
 import re
 import signal
+import time
 
 import pytest
 from typer.testing import CliRunner
 
-from poemctl.bench import _in_process, step_products
+from poemctl.bench import _results, _round, _Run, step_products
 from poemctl.cli import app
 from poemctl.config import BenchConfig, DataConfig
 from poemctl.errors import PoemctlError
@@ -48,19 +49,55 @@ def test_bench_cuda_graphs_need_the_cuda_device(tmp_path):
     assert "--cuda-graphs needs --device cuda" in result.output
 
 
-def _dies(name, data, cfg, seed, queue):
-    """A run whose process dies before it reports (as one out of GPU memory would)."""
-    raise SystemExit(3)
+def _fake(name, data, cfg, seed, conn):
+    """A model's process that answers every step at once, stamping when it ran; torch-lstm's dies at step 3."""
+    conn.send("ready")
+    step = 0
+    while conn.recv() == "step":
+        step += 1
+        if name == "torch-lstm" and cfg.steps == 99 and step == 3:
+            raise SystemExit(3)  # as a process out of GPU memory would
+        conn.send((time.monotonic(), 0.1))
+    conn.send((0.01, 100.0))
 
 
-def test_a_run_whose_process_dies_is_an_error_not_a_hang():
+def test_a_rounds_processes_take_turns_step_by_step():
+    cfg = BenchConfig(models=("cudnn-lstm", "torch-lstm", "numpy-lstm"), steps=4)
+    runs = _round(DataConfig(), cfg, 0, target=_fake)
+    stamps = [run.load_s for run in runs]  # the fake stamps each step's time in load_s
+    assert all(len(s) == 4 for s in stamps)  # the two warm-up steps are dropped
+    for i in range(3):  # every model's step i ran before any model's step i+1
+        assert max(s[i] for s in stamps) < min(s[i + 1] for s in stamps)
+    assert [run.matmul_s for run in runs] == [0.01] * 3
+
+
+def test_the_ratio_pairs_steps_of_the_same_turn():
+    cfg = BenchConfig(models=("ref", "fast"), steps=3, repeats=2)
+    drift = [[1.0, 3.0, 0.5], [2.0, 0.4, 5.0]]  # the machine's speed, turn by turn, in each round
+    turn_ratios = [1.2, 1.25, 1.3]  # the second model is this much faster within each turn
+    rounds = [
+        [
+            _Run(d, [0.0] * 3, 0.5, 10.0),
+            _Run([x / r for x, r in zip(d, turn_ratios, strict=True)], [0.0] * 3, 0.5, 10.0),
+        ]
+        for d in drift
+    ]
+    ref, fast = _results(cfg, 79, rounds)
+    assert ref.ratio == 1.0 and ref.ratio_range == (1.0, 1.0)
+    # the ratio of the medians would read 1.2 here: the medians come from different turns
+    assert fast.ratio == pytest.approx(1.25) and fast.ratio_range == pytest.approx((1.25, 1.25))
+    assert fast.run_ms == pytest.approx((1000 / 1.2, 2000 / 1.2))  # each round's median step
+
+
+def test_a_process_that_dies_is_an_error_not_a_hang():
     def hung(*_):
         pytest.fail("the bench still waits for a process that died")
 
     signal.signal(signal.SIGALRM, hung)
     signal.alarm(60)
     try:
+        cfg = BenchConfig(models=("cudnn-lstm", "torch-lstm"), steps=99)
         with pytest.raises(PoemctlError, match=r"the torch-lstm run failed \(its process exited with code 3"):
-            _in_process("torch-lstm", DataConfig(), BenchConfig(), 0, target=_dies)
+            _round(DataConfig(), cfg, 0, target=_fake)
     finally:
         signal.alarm(0)
