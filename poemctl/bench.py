@@ -167,10 +167,11 @@ class _Process:
             ) from None
 
     def close(self) -> None:
-        """End the process (after "finish", or on an error elsewhere)."""
-        if self._proc.is_alive():
-            self._proc.join(timeout=10)
+        """End the process: after "finish" it exits by itself; one still waiting for a step is killed."""
+        self._proc.join(timeout=1)
+        if self._proc.is_alive():  # an error elsewhere left it waiting
             self._proc.kill()
+            self._proc.join()
         self._conn.close()
 
 

@@ -1,3 +1,4 @@
+import multiprocessing
 import re
 import signal
 import time
@@ -99,5 +100,6 @@ def test_a_process_that_dies_is_an_error_not_a_hang():
         cfg = BenchConfig(models=("cudnn-lstm", "torch-lstm"), steps=99)
         with pytest.raises(PoemctlError, match=r"the torch-lstm run failed \(its process exited with code 3"):
             _round(DataConfig(), cfg, 0, target=_fake)
+        assert not multiprocessing.active_children()  # the reference's process, still waiting, was ended too
     finally:
         signal.alarm(0)
