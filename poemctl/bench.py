@@ -3,9 +3,9 @@
 Each model trains in a fresh process of its own (forward, loss, backward, clipping, Adam), so its peak
 memory and thread pools are its own. The processes of a round take turns step by step, in an order that
 rotates each step, and train on the same batches: a model's step and the reference's step of the same turn
-are about a second apart, so the ratio of the two cancels the drift of a shared machine (runs one after
-the other, each tens of seconds long, did not: on the development VM their ratios spread over ±25%). A
-model's step time is the median over all its steps. The matrix-product bound is the time the same library
+are about a second apart, so the ratio of the two cancels the drift of a shared machine (whole runs one
+after the other, tens of seconds each, did not: on the development VM their ratios spread from 0.7 to 1.25).
+A model's step time is the median over all its steps. The matrix-product bound is the time the same library
 takes, in the same process, for exactly the products of a standard LSTM training step on the same shapes:
 bound ratio = that time / step time.
 """
@@ -99,7 +99,7 @@ class _Run:
 def _worker(name: str, data: DataConfig, cfg: BenchConfig, seed: int, conn) -> None:
     """One model's process: set up, then one training step per "step" message; "finish" ends it.
 
-    Replies: "ready" after set-up, (load s, step s, scored targets) per step, (matmul s, peak MiB) to finish.
+    Replies: "ready" after set-up, (batch loading s, step s) per step, (matmul s, peak MiB) to "finish".
     """
     keep_freed_memory()  # as the CLI does for training (a spawned process starts with glibc's defaults)
     corpus = load_corpus(data)
@@ -188,7 +188,7 @@ def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker) -> lis
         runs = []
         for proc, steps in zip(procs, timings, strict=True):  # one at a time: each bound is timed alone
             matmul_s, peak = proc.ask("finish")
-            runs.append(_Run([s for _, s in steps[2:]], [lo for lo, _ in steps[2:]], matmul_s, peak))
+            runs.append(_Run([step for _, step in steps[2:]], [load for load, _ in steps[2:]], matmul_s, peak))
         return runs
     finally:
         for proc in procs:
