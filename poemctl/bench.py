@@ -175,8 +175,11 @@ class _Process:
         self._conn.close()
 
 
-def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker) -> list[_Run]:
-    """One round: a fresh process per model, taking turns step by step in an order that rotates each step."""
+def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker, progress=None) -> list[_Run]:
+    """One round: a fresh process per model, taking turns step by step in an order that rotates each step.
+
+    progress(), when given, is called after each step of each model.
+    """
     procs = [_Process(name, data, cfg, seed, target) for name in cfg.models]
     try:
         for proc in procs:
@@ -185,6 +188,8 @@ def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker) -> lis
         for i in range(cfg.steps + 2):  # two warm-up steps
             for k in ((i + j) % len(procs) for j in range(len(procs))):
                 timings[k].append(procs[k].ask("step"))
+                if progress is not None:
+                    progress()
         runs = []
         for proc, steps in zip(procs, timings, strict=True):  # one at a time: each bound is timed alone
             matmul_s, peak = proc.ask("finish")
@@ -195,13 +200,16 @@ def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker) -> lis
             proc.close()
 
 
-def bench(cfg: BenchConfig, data: DataConfig) -> list[BenchResult]:
-    """Figures for each model from cfg.repeats rounds of cfg.steps steps each, the models taking turns."""
+def bench(cfg: BenchConfig, data: DataConfig, progress=None) -> list[BenchResult]:
+    """Figures for each model from cfg.repeats rounds of cfg.steps steps each, the models taking turns.
+
+    progress(), when given, is called after each training step: cfg.repeats · (cfg.steps + 2) · models calls.
+    """
     for name in cfg.models:
         MODELS.get(name)  # unknown names fail before any work
     check_gpu_modes(cfg)
     T = load_corpus(data).train.shape[1] - 1  # also builds the cache once, outside the timed processes
-    return _results(cfg, T, [_round(data, cfg, seed=r) for r in range(cfg.repeats)])
+    return _results(cfg, T, [_round(data, cfg, r, progress=progress) for r in range(cfg.repeats)])
 
 
 def _results(cfg: BenchConfig, T: int, rounds: list[list[_Run]]) -> list[BenchResult]:

@@ -515,6 +515,7 @@ def bench_cmd(
     machine drift cancels in their ratio. A model's figure is its median step; the ratio to the reference
     is the median over all turns, with the lowest and highest round's median beside it.
     """
+    from rich.progress import Progress
     from rich.table import Table
 
     from poemctl.bench import bench
@@ -526,7 +527,10 @@ def bench_cmd(
 
         if not torch.cuda.is_available():
             raise PoemctlError("--device cuda: no CUDA device is available here")
-    results = bench(cfg, DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems))
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("bench: training steps", total=cfg.repeats * (cfg.steps + 2) * len(cfg.models))
+        data = DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems)
+        results = bench(cfg, data, progress=lambda: progress.advance(task))
     title = f"course config, batch {batch_size}, {repeats} rounds × {steps} steps, models taking turns, {device}"
     table = Table(
         "model",

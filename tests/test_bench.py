@@ -64,7 +64,9 @@ def _fake(name, data, cfg, seed, conn):
 
 def test_a_rounds_processes_take_turns_step_by_step():
     cfg = BenchConfig(models=("cudnn-lstm", "torch-lstm", "numpy-lstm"), steps=4)
-    runs = _round(DataConfig(), cfg, 0, target=_fake)
+    steps = []
+    runs = _round(DataConfig(), cfg, 0, target=_fake, progress=lambda: steps.append(1))
+    assert len(steps) == 3 * (4 + 2)  # progress after every model's step, warm-ups included
     stamps = [run.load_s for run in runs]  # the fake stamps each step's time in load_s
     assert all(len(s) == 4 for s in stamps)  # the two warm-up steps are dropped
     for i in range(3):  # every model's step i ran before any model's step i+1
