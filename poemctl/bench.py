@@ -30,6 +30,8 @@ from poemctl.models.base import check_gpu_modes, use_gpu_modes
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.scoring import batches, split_batch
 
+WARMUP_STEPS = 2  # untimed steps at the start of each process (first allocations, thread pools, kernels)
+
 
 @dataclass(frozen=True)
 class BenchResult:
@@ -185,7 +187,7 @@ def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker, progre
         for proc in procs:
             proc.ask()  # set-up done (all processes set up at once; nothing is timed there)
         timings: list[list[tuple[float, float]]] = [[] for _ in procs]
-        for i in range(cfg.steps + 2):  # two warm-up steps
+        for i in range(WARMUP_STEPS + cfg.steps):
             for k in ((i + j) % len(procs) for j in range(len(procs))):
                 timings[k].append(procs[k].ask("step"))
                 if progress is not None:
@@ -193,7 +195,8 @@ def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker, progre
         runs = []
         for proc, steps in zip(procs, timings, strict=True):  # one at a time: each bound is timed alone
             matmul_s, peak = proc.ask("finish")
-            runs.append(_Run([step for _, step in steps[2:]], [load for load, _ in steps[2:]], matmul_s, peak))
+            timed = steps[WARMUP_STEPS:]
+            runs.append(_Run([step for _, step in timed], [load for load, _ in timed], matmul_s, peak))
         return runs
     finally:
         for proc in procs:
@@ -203,7 +206,7 @@ def _round(data: DataConfig, cfg: BenchConfig, seed: int, target=_worker, progre
 def bench(cfg: BenchConfig, data: DataConfig, progress=None) -> list[BenchResult]:
     """Figures for each model from cfg.repeats rounds of cfg.steps steps each, the models taking turns.
 
-    progress(), when given, is called after each training step: cfg.repeats · (cfg.steps + 2) · models calls.
+    progress(), when given, is called after each training step: cfg.repeats · (WARMUP_STEPS + cfg.steps) · models calls.
     """
     for name in cfg.models:
         MODELS.get(name)  # unknown names fail before any work

@@ -518,7 +518,7 @@ def bench_cmd(
     from rich.progress import Progress
     from rich.table import Table
 
-    from poemctl.bench import bench
+    from poemctl.bench import WARMUP_STEPS, bench
 
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     cfg = BenchConfig(names, device, batch_size, steps, repeats, cuda_graphs, fused_steps)
@@ -528,7 +528,9 @@ def bench_cmd(
         if not torch.cuda.is_available():
             raise PoemctlError("--device cuda: no CUDA device is available here")
     with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("bench: training steps", total=cfg.repeats * (cfg.steps + 2) * len(cfg.models))
+        task = progress.add_task(
+            "bench: training steps", total=cfg.repeats * (WARMUP_STEPS + cfg.steps) * len(cfg.models)
+        )
         data = DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems)
         results = bench(cfg, data, progress=lambda: progress.advance(task))
     title = f"course config, batch {batch_size}, {repeats} rounds × {steps} steps, models taking turns, {device}"
