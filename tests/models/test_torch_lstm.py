@@ -128,7 +128,7 @@ def test_graphed_recurrences_give_the_eager_losses_and_gradients(monkeypatch):
     captured = []
 
     def capture(fn, static):
-        captured.append(fn.__name__)
+        captured.append(fn)
         return _replay_on_cpu(fn, static)
 
     monkeypatch.setattr(CudaGraphs, "_capture", staticmethod(capture))
@@ -148,4 +148,4 @@ def test_graphed_recurrences_give_the_eager_losses_and_gradients(monkeypatch):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
         for (name, p), q in zip(eager.named_parameters(), graphed.parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
-    assert captured == ["_forward_steps", "_backward_steps"] * 2
+    assert captured == [Recurrence.forward, Recurrence.backward] * 2  # the default step loops

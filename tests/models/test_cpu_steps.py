@@ -1,0 +1,111 @@
+"""torch-lstm's C steps (cpu_steps.py): the eager steps' results, the default for float32 on the CPU, built
+once per machine, and the eager steps with a warning where no C can be built."""
+
+import warnings
+
+import pytest
+import torch
+
+from poemctl.config import ModelConfig
+from poemctl.models import cpu_steps, eager_steps
+from poemctl.models.torch_lstm import Recurrence, TorchLSTM
+
+EAGER = Recurrence(forward=eager_steps.forward_steps, backward=eager_steps.backward_steps)
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """library() forgets its build before and after the test; the build cache is the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cpu_steps.library.cache_clear()
+    yield tmp_path / "xdg" / "poemctl"
+    cpu_steps.library.cache_clear()
+
+
+def _inputs(T, B, H, scale=1.0, seed=0):
+    """Forward inputs (acts with c̃ doubled as LSTMScan passes them, W_hhᵀ, h0, C0) and output gradients."""
+    g = torch.Generator().manual_seed(seed)
+    acts = torch.randn(T, B, 4 * H, generator=g) * scale
+    w_hh_t = torch.randn(H, 4 * H, generator=g) / H**0.5
+    h0, c0 = torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
+    dhs = torch.randn(B, T, H, generator=g).transpose(0, 1)  # strided, as autograd hands it over
+    return (acts, w_hh_t, h0, c0), (dhs, torch.randn(B, H, generator=g), torch.randn(B, H, generator=g))
+
+
+@pytest.mark.parametrize(("T", "B", "H", "scale"), [(6, 3, 5, 1.0), (5, 64, 128, 1.0), (4, 2, 19, 60.0)])
+def test_c_steps_give_the_eager_results(T, B, H, scale):
+    # H = 5 and 19 leave a remainder after the vector loops; scale 60 saturates the gates (exp clamped)
+    forward_in, grads = _inputs(T, B, H, scale)
+    assert cpu_steps.library() is not None, "the C steps must build on this machine (a C compiler is required)"
+    c = cpu_steps.forward_steps(forward_in[0].clone(), *forward_in[1:])
+    eager = eager_steps.forward_steps(forward_in[0].clone(), *forward_in[1:])
+    for name, x, y in zip(("activations", "C", "tanh C", "h"), c, eager, strict=True):
+        assert torch.isfinite(x).all(), name
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=2e-6, msg=name)
+    w_hh = forward_in[1].t()
+    c_back = cpu_steps.backward_steps(*eager[:3], *grads, w_hh)
+    eager_back = eager_steps.backward_steps(*eager[:3], *grads, w_hh)
+    for name, x, y in zip(("δ pre-activations", "δh_0", "δC_0"), c_back, eager_back, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_float32_on_the_cpu_runs_the_c_steps_by_default(monkeypatch):
+    lib = cpu_steps.library()
+    calls = []
+
+    class Counting:  # the library, counting its calls
+        def __getattr__(self, name):
+            fn = getattr(lib, name)
+            return lambda *a: calls.append(name) or fn(*a)
+
+    monkeypatch.setattr(cpu_steps, "library", lambda: Counting())
+    torch.manual_seed(0)
+    fast = TorchLSTM(ModelConfig(vocab_size=30, embedding=6, hidden=5))
+    eager = TorchLSTM(fast.cfg)
+    eager.load_state_dict(fast.state_dict())
+    eager.recurrence = EAGER
+    x, y = torch.randint(1, 30, (4, 7)), torch.randint(0, 30, (4, 7))
+    outs = [m(x, targets=y, ignore_index=0) for m in (fast, eager)]
+    for out in outs:
+        out.nll.sum().backward()
+    assert calls == ["forward_step"] * 7 + ["backward_step"] * 7
+    torch.testing.assert_close(outs[0].nll, outs[1].nll, rtol=1e-6, atol=1e-6)
+    for (name, p), q in zip(fast.named_parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+    calls.clear()
+    fast.double()(x, targets=y, ignore_index=0).nll.sum().backward()  # float64: the eager steps
+    assert calls == []
+
+
+def test_built_once_per_machine_and_source(fresh_build, monkeypatch):
+    assert cpu_steps.library() is not None
+    built = list(fresh_build.glob("cpu_steps-*.so"))
+    assert len(built) == 1 and not list(fresh_build.glob("*.tmp"))
+    stamp = built[0].stat().st_mtime_ns
+    cpu_steps.library.cache_clear()
+    assert cpu_steps.library() is not None  # a new process: loads the build, does not redo it
+    assert built[0].stat().st_mtime_ns == stamp
+    monkeypatch.setattr(cpu_steps, "FLAGS", (*cpu_steps.FLAGS, "-DANOTHER_BUILD"))
+    assert cpu_steps.library_path("cc") != built[0]  # other flags (or source, compiler, CPU): another build
+
+
+NO_BUILD = [("no-such-cc", "no C compiler 'no-such-cc'"), ("false", "exit status 1")]  # missing, failing
+
+
+@pytest.mark.parametrize(("compiler", "why"), NO_BUILD)
+def test_without_a_c_compiler_the_eager_steps_run_with_a_warning(fresh_build, monkeypatch, compiler, why):
+    monkeypatch.setenv("CC", compiler)
+    torch.manual_seed(0)
+    m = TorchLSTM(ModelConfig(vocab_size=30, embedding=6, hidden=5))
+    reference = TorchLSTM(m.cfg)
+    reference.load_state_dict(m.state_dict())
+    reference.recurrence = EAGER
+    x = torch.randint(1, 30, (3, 6))
+    with pytest.warns(UserWarning, match="eager CPU steps") as caught:
+        out = m(x).logits
+    assert why in str(caught[0].message)
+    torch.testing.assert_close(out, reference(x).logits, rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        m(x)
+    assert not list(fresh_build.glob("*"))
