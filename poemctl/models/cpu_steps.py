@@ -42,6 +42,11 @@ def _cpu() -> str:
     return features or f"{platform.machine()} {platform.processor()}"
 
 
+def compiler() -> str:
+    """The C compiler to build with: $CC, else cc."""
+    return os.environ.get("CC") or "cc"
+
+
 def library_path(compiler: str) -> Path:
     """Where the build for this source, compiler, flags and CPU is kept."""
     key = "\n".join([SOURCE.read_text(), compiler, *FLAGS, _cpu()])
@@ -63,13 +68,13 @@ def _build(compiler: str, out: Path) -> None:
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The C step functions, built first if this machine has no build yet; None, with a warning, if it cannot."""
-    compiler = os.environ.get("CC") or "cc"
+    cc = compiler()
     try:
-        if shutil.which(compiler) is None:
-            raise OSError(f"no C compiler '{compiler}' (set CC to one)")
-        path = library_path(compiler)
+        if shutil.which(cc) is None:
+            raise OSError(f"no C compiler '{cc}' (set CC to one)")
+        path = library_path(cc)
         if not path.is_file():
-            _build(compiler, path)
+            _build(cc, path)
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         warnings.warn(f"torch-lstm runs its slower eager CPU steps: its C steps could not be built: {e}", stacklevel=2)

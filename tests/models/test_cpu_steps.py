@@ -1,6 +1,9 @@
 """torch-lstm's C steps (cpu_steps.py): the eager steps' results, the default for float32 on the CPU, built
 once per machine, and the eager steps with a warning where no C can be built."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -85,8 +88,18 @@ def test_built_once_per_machine_and_source(fresh_build, monkeypatch):
     cpu_steps.library.cache_clear()
     assert cpu_steps.library() is not None  # a new process: loads the build, does not redo it
     assert built[0].stat().st_mtime_ns == stamp
+    # other flags (or source, compiler, CPU): another build
     monkeypatch.setattr(cpu_steps, "FLAGS", (*cpu_steps.FLAGS, "-DANOTHER_BUILD"))
-    assert cpu_steps.library_path("cc") != built[0]  # other flags (or source, compiler, CPU): another build
+    assert cpu_steps.library_path(cpu_steps.compiler()) != built[0]
+
+
+def test_processes_building_at_once_share_one_build(tmp_path):
+    # the processes of `accelerate launch` start with no build and each builds it: none may read a half-written one
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    code = "from poemctl.models import cpu_steps; assert cpu_steps.library() is not None"
+    procs = [subprocess.Popen([sys.executable, "-W", "error", "-c", code], env=env) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert [p.name for p in (tmp_path / "poemctl").iterdir()] == [cpu_steps.library_path(cpu_steps.compiler()).name]
 
 
 NO_BUILD = [("no-such-cc", "no C compiler 'no-such-cc'"), ("false", "exit status 1")]  # missing, failing
