@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import warnings
@@ -43,22 +44,26 @@ def _cpu() -> str:
 
 
 def compiler() -> str:
-    """The C compiler to build with: $CC, else cc."""
+    """The C compiler to build with: $CC (a command, possibly with its own options), else cc."""
     return os.environ.get("CC") or "cc"
 
 
-def library_path(compiler: str) -> Path:
+def library_path(cc: str) -> Path:
     """Where the build for this source, compiler, flags and CPU is kept."""
-    key = "\n".join([SOURCE.read_text(), compiler, *FLAGS, _cpu()])
+    key = "\n".join([SOURCE.read_text(), cc, *FLAGS, _cpu()])
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poemctl"
     return cache / f"cpu_steps-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
-def _build(compiler: str, out: Path) -> None:
+def _build(cc: str, out: Path) -> None:
     """Compile SOURCE into out; concurrent builds (one per process of a launch) each write their own file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True)
+    try:
+        command = [*shlex.split(cc), *FLAGS, str(SOURCE), "-o", str(tmp)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:
+        raise OSError(f"{cc} took over {e.timeout:.0f} s") from e
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise OSError(done.stderr.strip().splitlines()[0] if done.stderr.strip() else f"exit status {done.returncode}")
@@ -70,7 +75,7 @@ def library() -> ctypes.CDLL | None:
     """The C step functions, built first if this machine has no build yet; None, with a warning, if it cannot."""
     cc = compiler()
     try:
-        if shutil.which(cc) is None:
+        if not shlex.split(cc) or shutil.which(shlex.split(cc)[0]) is None:
             raise OSError(f"no C compiler '{cc}' (set CC to one)")
         path = library_path(cc)
         if not path.is_file():

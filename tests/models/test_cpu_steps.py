@@ -93,6 +93,14 @@ def test_built_once_per_machine_and_source(fresh_build, monkeypatch):
     assert cpu_steps.library_path(cpu_steps.compiler()) != built[0]
 
 
+def test_cc_may_carry_options(fresh_build, monkeypatch):
+    monkeypatch.setenv("CC", "cc -DPOEMCTL_TEST")  # as build systems set it: a command with options
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_steps.library() is not None
+    assert len(list(fresh_build.glob("cpu_steps-*.so"))) == 1
+
+
 def test_processes_building_at_once_share_one_build(tmp_path):
     # the processes of `accelerate launch` start with no build and each builds it: none may read a half-written one
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
