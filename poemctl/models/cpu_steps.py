@@ -29,8 +29,10 @@ import torch
 from poemctl.models import eager_steps
 
 SOURCE = Path(__file__).with_suffix(".c")
-# -march=native: the build is for this CPU (the cache key says which); no -ffast-math (see the source)
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
+# no -ffast-math (see the source); -march=native builds for this CPU (the cache key says which), and a
+# compiler that does not know it (some for ARM) builds without it
+FLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
+NATIVE = "-march=native"
 
 
 def _cpu() -> str:
@@ -50,7 +52,7 @@ def compiler() -> str:
 
 def library_path(cc: str) -> Path:
     """Where the build for this source, compiler, flags and CPU is kept."""
-    key = "\n".join([SOURCE.read_text(), cc, *FLAGS, _cpu()])
+    key = "\n".join([SOURCE.read_text(), cc, *FLAGS, NATIVE, _cpu()])
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poemctl"
     return cache / f"cpu_steps-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
@@ -59,15 +61,17 @@ def _build(cc: str, out: Path) -> None:
     """Compile SOURCE into out; concurrent builds (one per process of a launch) each write their own file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    try:
-        command = [*shlex.split(cc), *FLAGS, str(SOURCE), "-o", str(tmp)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as e:
-        raise OSError(f"{cc} took over {e.timeout:.0f} s") from e
-    if done.returncode != 0:
+    for flags in ((NATIVE, *FLAGS), FLAGS):
+        try:
+            command = [*shlex.split(cc), *flags, str(SOURCE), "-o", str(tmp)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired as e:
+            raise OSError(f"{cc} took over {e.timeout:.0f} s") from e
+        if done.returncode == 0:
+            os.replace(tmp, out)  # atomic: a reader never sees a half-written library
+            return
         tmp.unlink(missing_ok=True)
-        raise OSError(done.stderr.strip().splitlines()[0] if done.stderr.strip() else f"exit status {done.returncode}")
-    os.replace(tmp, out)  # atomic: a reader never sees a half-written library
+    raise OSError(done.stderr.strip().splitlines()[0] if done.stderr.strip() else f"exit status {done.returncode}")
 
 
 @functools.cache

@@ -101,6 +101,19 @@ def test_cc_may_carry_options(fresh_build, monkeypatch):
     assert len(list(fresh_build.glob("cpu_steps-*.so"))) == 1
 
 
+def test_a_compiler_without_march_native_builds_without_it(fresh_build, monkeypatch, tmp_path):
+    cc = tmp_path / "cc-without-native"  # a compiler that rejects -march=native, as some for ARM do
+    cc.write_text('#!/bin/sh\nfor a; do [ "$a" = -march=native ] && exit 1; done\nexec cc "$@"\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_steps.library() is not None
+    forward_in, _ = _inputs(3, 2, 5)
+    c = cpu_steps.forward_steps(forward_in[0].clone(), *forward_in[1:])
+    torch.testing.assert_close(c[3], eager_steps.forward_steps(forward_in[0].clone(), *forward_in[1:])[3])
+
+
 def test_processes_building_at_once_share_one_build(tmp_path):
     # the processes of `accelerate launch` start with no build and each builds it: none may read a half-written one
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
