@@ -123,7 +123,7 @@ def input_projection(tokens_t: torch.Tensor, embedding, w_ih, bias) -> tuple[tor
 class TorchLSTM(PoemModel):
     """The gate equations of SPEC.md in PyTorch ops, with SPEC.md's backward through time by hand."""
 
-    description = "SPEC.md's LSTM in PyTorch ops with hand-written backprop through time (CPU or GPU)"
+    description = "SPEC.md's LSTM in PyTorch ops, hand-written backprop through time; CPU (gates in C) or GPU"
     recurrence = Recurrence()
 
     def use_cuda_graphs(self) -> None:
