@@ -8,7 +8,8 @@ built by the machine's C compiler (`$CC`, else `cc`) at first use, in well under
 `$XDG_CACHE_HOME/poemctl` (default ~/.cache/poemctl), one build per source, compiler, flags and CPU.
 
 float32 on the CPU only: other dtypes and devices take the eager steps, and so does a machine where the C
-cannot be built (with one warning saying so). Same arguments and results as eager_steps.py's functions.
+cannot be built (with one warning saying so), or a process with POEMCTL_NO_C_STEPS=1 (to compare the two,
+or to rule the C out). Same arguments and results as eager_steps.py's functions.
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def _build(cc: str, out: Path) -> None:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The C step functions, built first if this machine has no build yet; None, with a warning, if it cannot."""
+    """The C step functions, built first if this machine has no build yet; None, with a warning, if it cannot
+    (and None without one where POEMCTL_NO_C_STEPS=1 asks for the eager steps)."""
+    if os.environ.get("POEMCTL_NO_C_STEPS", "") not in ("", "0"):
+        return None
     cc = compiler()
     try:
         if not shlex.split(cc) or shutil.which(shlex.split(cc)[0]) is None:

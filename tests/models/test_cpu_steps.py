@@ -93,6 +93,16 @@ def test_built_once_per_machine_and_source(fresh_build, monkeypatch):
     assert cpu_steps.library_path(cpu_steps.compiler()) != built[0]
 
 
+def test_poemctl_no_c_steps_asks_for_the_eager_steps(fresh_build, monkeypatch):
+    monkeypatch.setenv("POEMCTL_NO_C_STEPS", "1")
+    forward_in, _ = _inputs(3, 2, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: no warning
+        out = cpu_steps.forward_steps(forward_in[0].clone(), *forward_in[1:])
+    torch.testing.assert_close(out, eager_steps.forward_steps(forward_in[0].clone(), *forward_in[1:]), rtol=0, atol=0)
+    assert not fresh_build.exists()  # nothing built
+
+
 def test_cc_may_carry_options(fresh_build, monkeypatch):
     monkeypatch.setenv("CC", "cc -DPOEMCTL_TEST")  # as build systems set it: a command with options
     with warnings.catch_warnings():
