@@ -60,7 +60,7 @@ def library_path(cc: str) -> Path:
 
 def _build(cc: str, out: Path) -> None:
     """Compile SOURCE into out; concurrent builds (one per process of a launch) each write their own file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: its libraries are loaded and run
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     for flags in ((NATIVE, *FLAGS), FLAGS):
         try:

@@ -84,6 +84,7 @@ def test_built_once_per_machine_and_source(fresh_build, monkeypatch):
     assert cpu_steps.library() is not None
     built = list(fresh_build.glob("cpu_steps-*.so"))
     assert len(built) == 1 and not list(fresh_build.glob("*.tmp"))
+    assert fresh_build.stat().st_mode & 0o777 == 0o700  # nobody else can swap the library that gets loaded
     stamp = built[0].stat().st_mtime_ns
     cpu_steps.library.cache_clear()
     assert cpu_steps.library() is not None  # a new process: loads the build, does not redo it
