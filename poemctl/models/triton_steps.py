@@ -90,9 +90,9 @@ def forward_steps(acts, w_hh_t, h0, c0) -> tuple[torch.Tensor, ...]:
 
 
 def backward_steps(acts, cs, tanh_cs, dhs, dh_last, dc_last, w_hh) -> tuple[torch.Tensor, ...]:
-    """eager_steps.backward_steps with one fused kernel per step before the recurrent product."""
+    """eager_steps.backward_steps with one fused kernel per step before the recurrent product (acts, cs and
+    tanh_cs contiguous, as the forward makes them)."""
     T = acts.shape[0]
-    acts, cs, tanh_cs = acts.contiguous(), cs.contiguous(), tanh_cs.contiguous()  # the kernels' layout
     dpre = torch.empty_like(acts)  # (T, B, 4H)
     dh = dhs[T - 1] + dh_last  # (B, H), contiguous
     dcs = dh.new_empty((2, *dh.shape))  # δC flowing in from step t+1 and out to t−1, taking turns

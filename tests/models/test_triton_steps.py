@@ -35,7 +35,7 @@ def test_fused_steps_give_the_eager_losses_and_gradients(monkeypatch, graphs, dt
     monkeypatch.setattr(CudaGraphs, "_capture", staticmethod(_replay_on_cpu))
     eager, fused = _model().to(dtype), _model().to(dtype)
     fused.use_fused_steps()
-    if graphs:  # the graphs' own inputs are clones: f (a strided view of the activations) arrives contiguous
+    if graphs:  # the fused steps replayed from CUDA graphs (a stand-in capture on the CPU), as on a GPU
         fused.use_cuda_graphs()
     x, y = torch.randint(1, 30, (4, 7)), torch.randint(0, 30, (4, 7))
     outs = [m(x, targets=y, ignore_index=0) for m in (eager, fused)]
