@@ -1,4 +1,5 @@
-/* torch-lstm's time steps on the CPU: each step's elementwise work in one pass (cpu_steps.py builds this).
+/* torch-lstm's and numpy-lstm's time steps on the CPU: each step's elementwise work in one pass (cpu_steps.py
+ * builds this; numpy_steps.py calls it too).
  *
  * Shapes, one time step, row-major and contiguous: a (B, 4H) with the gate blocks i, f, c~, o side by side
  * in each row; everything else (B, H). The equations are SPEC.md's, as in eager_steps.py. Written so the

@@ -9,7 +9,8 @@ built by the machine's C compiler (`$CC`, else `cc`) at first use, in well under
 
 float32 on the CPU only: other dtypes and devices take the eager steps, and so does a machine where the C
 cannot be built (with one warning saying so), or a process with POEMCTL_NO_C_STEPS=1 (to compare the two,
-or to rule the C out). Same arguments and results as eager_steps.py's functions.
+or to rule the C out). Same arguments and results as eager_steps.py's functions. numpy-lstm calls the same
+C functions on its NumPy arrays (numpy_steps.py), with the same fallback.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def library() -> ctypes.CDLL | None:
             _build(cc, path)
         lib = ctypes.CDLL(str(path))
     except OSError as e:
-        warnings.warn(f"torch-lstm runs its slower eager CPU steps: its C steps could not be built: {e}", stacklevel=2)
+        why = f"the C steps could not be built: {e}"
+        warnings.warn(f"torch-lstm and numpy-lstm run their slower eager steps: {why}", stacklevel=2)
         return None
     address, size = ctypes.c_void_p, ctypes.c_int64
     lib.forward_step.argtypes = [address] * 5 + [size, size]

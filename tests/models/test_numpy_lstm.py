@@ -1,8 +1,8 @@
 import json
 import re
-import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_info
@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from poemctl.cli import app
 from poemctl.config import ModelConfig
 from poemctl.gradcheck import gradcheck
-from poemctl.models import numpy_lstm
+from poemctl.models import numpy_lstm, numpy_steps, numpy_threads
 from poemctl.models.numpy_lstm import NumpyLSTM
 from poemctl.models.torch_lstm import TorchLSTM
 from tests.conftest import CORPUS, TINY_ARGS
@@ -34,25 +34,26 @@ def test_gradients_match_autograd_and_finite_differences():
         assert check.finite_diff_rel_error <= 1e-4, check
 
 
-def test_gradcheck_catches_a_missing_recurrent_path(monkeypatch):
-    real = numpy_lstm.lstm_backward
+@pytest.mark.parametrize("path", ["h", "C"])
+def test_gradcheck_catches_a_missing_recurrent_path(monkeypatch, path):
+    # the course's bug: the gradient does not flow back through W_*h into h_{t−1}, or through f into C_{t−1}
+    if path == "h":
+        real = numpy_steps.lstm_backward
+        monkeypatch.setattr(
+            numpy_steps, "lstm_backward", lambda dh, c, *a: real(dh, c._replace(w_hh=np.zeros_like(c.w_hh)), *a)
+        )
+    else:
+        real_steps = numpy_steps.steps_for
 
-    def truncated(dhs, cache):  # the course's bug: no gradient flows back through time at all
-        parts = [real(dhs[t : t + 1], cache._replace(**_slice(cache, t))) for t in range(dhs.shape[0])]
-        return numpy_lstm.np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
+        def steps_without_carry(cache):
+            steps = real_steps(cache)
+            backward = steps.backward
+            steps.backward = lambda rows, dh, dc_in, d, dc_out: backward(rows, dh, 0 * dc_in, d, dc_out)
+            return steps
 
-    monkeypatch.setattr(numpy_lstm, "lstm_backward", truncated)
+        monkeypatch.setattr(numpy_steps, "steps_for", steps_without_carry)
     worst = max(c.autograd_rel_error for c in gradcheck(NumpyLSTM))
     assert worst > 1e-3
-
-
-def _slice(cache, t):
-    return dict(
-        acts=cache.acts[t : t + 1],
-        cs=cache.cs[t : t + 2],
-        tanh_cs=cache.tanh_cs[t : t + 1],
-        hs=cache.hs[t : t + 2],
-    )
 
 
 def test_gradcheck_command():
@@ -143,14 +144,6 @@ def test_large_logits_take_the_stable_softmax():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-@pytest.mark.parametrize("rows", [0, 1, 7, 301])
-def test_products_shared_among_threads_match_numpy(rows):
-    rng = numpy_lstm.np.random.default_rng(rows)
-    a, b = rng.standard_normal((rows, 9)), rng.standard_normal((9, 4))
-    numpy_lstm.np.testing.assert_allclose(numpy_lstm._matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
-    numpy_lstm.np.testing.assert_allclose(numpy_lstm._matmul(b.T, a.T), b.T @ a.T, rtol=1e-12, atol=1e-12)
-
-
 def _blas_threads() -> list[int]:
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
@@ -159,13 +152,13 @@ def test_blas_single_threaded_inside_a_step_and_restored_after(monkeypatch):
     before = _blas_threads()
     assert before, "NumPy's BLAS is not visible to threadpoolctl"
     seen = []
-    real = numpy_lstm.lstm_forward
+    real = numpy_steps.lstm_forward
 
     def spy(*args):
         seen.append(_blas_threads())
         return real(*args)
 
-    monkeypatch.setattr(numpy_lstm, "lstm_forward", spy)
+    monkeypatch.setattr(numpy_steps, "lstm_forward", spy)
     torch.manual_seed(0)
     model = NumpyLSTM(CFG)
     out = model(torch.randint(1, 30, (2, 5)), targets=torch.randint(1, 30, (2, 5)), ignore_index=0)
@@ -208,40 +201,34 @@ def test_output_layer_in_blocks_beside_the_recurrence_matches_torch_lstm(monkeyp
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-def test_backlog_runs_every_task_once_on_helpers_and_caller():
+def test_output_layer_gradients_arriving_late_still_reach_the_recurrence(monkeypatch):
+    # the recurrence goes back through time while δh is still being computed: it must wait for each step's
+    class SlowUrgent(numpy_threads.Backlog):
+        def put(self, fn, part, urgent=False):
+            if urgent:
+                return super().put(lambda s: time.sleep(0.002) or fn(s), part, urgent)
+            return super().put(fn, part, urgent)
+
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    monkeypatch.setattr(numpy_lstm, "Backlog", SlowUrgent)
+    monkeypatch.setattr(numpy_lstm, "_HEAD_ROWS", 2)
     try:
-        done, names = [], set()
-
-        def task(s):
-            time.sleep(0.005)  # long enough for the helper to start and take its share
-            done.extend(range(s.start, s.stop))
-            names.add(threading.current_thread().name)
-
-        with numpy_lstm._Backlog() as backlog:
-            for s in numpy_lstm._blocks(50, 3):
-                backlog.put(task, s)
-        assert sorted(done) == list(range(50))
-        assert any(n.startswith("numpy-lstm") for n in names), names
+        test_output_layer_in_blocks_beside_the_recurrence_matches_torch_lstm(monkeypatch, 2)
     finally:
         torch.set_num_threads(threads)
 
 
-def test_backlog_raises_a_helpers_error_after_the_rest_is_done():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    done = []
-
-    def task(s):
-        if s.start == 0:
-            raise ValueError("boom")
-        done.append(s.start)
-
-    try:
-        with pytest.raises(ValueError, match="boom"), numpy_lstm._Backlog() as backlog:
-            for s in numpy_lstm._blocks(10, 1):
-                backlog.put(task, s)
-    finally:
-        torch.set_num_threads(threads)
-    assert sorted(done) == list(range(1, 10))
+def test_float32_with_the_c_steps_matches_float64():
+    torch.manual_seed(0)
+    a = NumpyLSTM(CFG)  # float32: the C steps
+    b = TorchLSTM(CFG).double()
+    b.load_state_dict(a.state_dict())
+    tokens, targets = torch.randint(1, 30, (5, 9)), torch.randint(1, 30, (5, 9))
+    tokens[1:, :4] = targets[1:, :3] = 0  # padded in front: a shared row, rows beginning at step 3
+    outs = [m(tokens, targets=targets, ignore_index=0) for m in (a, b)]
+    torch.testing.assert_close(outs[0].nll, outs[1].nll.float(), rtol=1e-5, atol=1e-5)
+    for out in outs:
+        out.nll.sum().backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad.float(), rtol=1e-4, atol=1e-5, msg=name)
