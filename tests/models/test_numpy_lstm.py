@@ -232,3 +232,21 @@ def test_float32_with_the_c_steps_matches_float64():
         out.nll.sum().backward()
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad.float(), rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("case", ["all padding", "one step", "leading runs of any token"])
+def test_edge_batches_match_torch_lstm(case):
+    a, b = _pair()
+    g = torch.Generator().manual_seed(3)
+    ids = {  # (low, high, shape) of the random inputs and targets
+        "all padding": (0, 1, (3, 4)),
+        "one step": (1, 30, (2, 1)),
+        "leading runs of any token": (0, 3, (6, 5)),  # three characters: rows share runs of one that is not padding
+    }[case]
+    tokens, targets = (torch.randint(*ids, generator=g) for _ in range(2))
+    outs = [m(tokens, targets=targets, ignore_index=0) for m in (a, b)]
+    torch.testing.assert_close(outs[0].nll, outs[1].nll)
+    for out in outs:
+        out.nll.sum().backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
