@@ -180,7 +180,8 @@ def lstm_forward(cache: Cache, table, where, h0, c0, on_step=None) -> Cache:
     """
     p, w_hh = cache.packing, cache.w_hh
     steps = steps_for(cache)
-    np.take(table * steps.scale, where, axis=0, out=cache.acts)  # input projections, scaled for the steps
+    # input projections, scaled for the steps (mode="clip": with out=, the default mode is 3× slower)
+    np.take(table * steps.scale, where, axis=0, out=cache.acts, mode="clip")
     w_hh_t = np.ascontiguousarray((w_hh * steps.scale[:, None]).T)  # (H, 4H)
     first = p.block(0)
     begun = slice(first.start + p.shared, first.stop)  # the rows computed from step 0 start from (h0, c0)
