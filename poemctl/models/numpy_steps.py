@@ -5,7 +5,7 @@ so far has the same states as every other such row. So each time step computes o
 token's run, usually padding) and only the batch rows that have begun: a row begins at its first other
 token, or at its first scored target if that comes earlier, from the shared row's state. The steps' rows
 lie one block after another in packed arrays, (R, …) with R = Σ_t (shared + active[t]); at the course
-config about a quarter of a batch's positions are padding that no longer costs a product. The backward
+config about a third of a batch's positions are padding that no longer costs a product. The backward
 sums the gradients of the rows that began at step t into the shared row's, so the shared chain gets the
 gradient of every row that left it (SPEC.md's equations, unchanged).
 
