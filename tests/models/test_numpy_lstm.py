@@ -186,13 +186,8 @@ def test_one_thread_gives_the_same_step():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("head_rows", [1, 3, 256])
-def test_output_layer_in_blocks_beside_the_recurrence_matches_torch_lstm(monkeypatch, head_rows):
-    monkeypatch.setattr(numpy_lstm, "_HEAD_ROWS", head_rows)  # many blocks, some ending inside a step
-    a, b = _pair()
-    tokens, targets = torch.randint(1, 30, (4, 9)), torch.randint(1, 30, (4, 9))
-    targets[1:, :3] = 0  # front padding: steps with one scored row, and rows that start late
-    targets[0, 5] = 0
+def _assert_same_step(a, b, tokens, targets):
+    """a and b give the same losses and gradients on the batch (padding id 0)."""
     outs = [m(tokens, targets=targets, ignore_index=0) for m in (a, b)]
     torch.testing.assert_close(outs[0].nll, outs[1].nll)
     for out in outs:
@@ -201,8 +196,18 @@ def test_output_layer_in_blocks_beside_the_recurrence_matches_torch_lstm(monkeyp
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
+@pytest.mark.parametrize("head_rows", [1, 3, 256])
+def test_output_layer_in_blocks_beside_the_recurrence_matches_torch_lstm(monkeypatch, head_rows):
+    monkeypatch.setattr(numpy_lstm, "_HEAD_ROWS", head_rows)  # many blocks, some ending inside a step
+    a, b = _pair()
+    tokens, targets = torch.randint(1, 30, (4, 9)), torch.randint(1, 30, (4, 9))
+    targets[1:, :3] = 0  # front padding: steps with one scored row, and rows that start late
+    targets[0, 5] = 0
+    _assert_same_step(a, b, tokens, targets)
+
+
 def test_output_layer_gradients_arriving_late_still_reach_the_recurrence(monkeypatch):
-    # the recurrence goes back through time while δh is still being computed: it must wait for each step's
+    # the recurrence goes back through time while δh is still being computed: it must wait for each step's δh
     class SlowUrgent(numpy_threads.Backlog):
         def put(self, fn, part, urgent=False):
             if urgent:
@@ -244,9 +249,4 @@ def test_edge_batches_match_torch_lstm(case):
         "leading runs of any token": (0, 3, (6, 5)),  # three characters: rows share runs of one that is not padding
     }[case]
     tokens, targets = (torch.randint(*ids, generator=g) for _ in range(2))
-    outs = [m(tokens, targets=targets, ignore_index=0) for m in (a, b)]
-    torch.testing.assert_close(outs[0].nll, outs[1].nll)
-    for out in outs:
-        out.nll.sum().backward()
-    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    _assert_same_step(a, b, tokens, targets)
