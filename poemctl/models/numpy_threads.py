@@ -30,13 +30,19 @@ def threads() -> int:
 
 
 def run_all(fn, parts: list) -> None:
-    """Run fn on each part on the model's threads; NumPy releases the GIL inside its loops and BLAS."""
+    """Run fn on each part on the caller's and the model's threads; NumPy releases the GIL inside its loops
+    and BLAS. The caller takes the first part: a pool thread may be busy as a backlog's helper."""
     n = threads()
-    if n == 1 or len(parts) == 1:
+    if n == 1 or len(parts) <= 1:
         for part in parts:
             fn(part)
-    else:
-        list(_pool(n).map(fn, parts))
+        return
+    others = [_pool(n).submit(fn, part) for part in parts[1:]]
+    try:
+        fn(parts[0])
+    finally:
+        for other in others:
+            other.result()
 
 
 def blocks(n: int, size: int) -> list[slice]:
