@@ -83,10 +83,10 @@ class Backlog:
     """Tasks that the model's other threads work through while the caller is busy, and the caller too after.
 
     Use as a context manager: `put` tasks inside the block; on leaving it the caller joins the helpers until
-    the backlog is empty, and errors raised in a helper are raised there. Urgent tasks go before the others:
-    the caller waits for one it needs (`put` returns an event set when the task is over) by running
-    urgent ones itself until it is done (`wait`). NumPy releases the GIL inside its products and loops, so a helper on
-    large row blocks barely slows the caller's small steps.
+    the backlog is empty, and errors raised in a helper are raised there. Urgent tasks go before the others;
+    `put` returns an event set when a task is over, and the caller waits for one it needs by running urgent
+    tasks itself until it is done (`wait`). NumPy releases the GIL inside its products and loops, so a
+    helper on large row blocks barely slows the caller's small steps.
     """
 
     URGENT, LATER, STOP = range(3)  # the order tasks are taken in
