@@ -67,8 +67,7 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     # product. The rows of each finished step go to the other threads while the recurrence goes on.
     steps, at, rows = packing.positions(scored)
     starts = np.searchsorted(steps, np.arange(len(packing.active) + 1))  # (T+1,)
-    result = at + (packing.offsets[steps + 1] - packing.offsets[steps])  # where each one's h_t lies in lstm.hs
-    head = _ExpLogits(lstm.hs, result, np.concatenate([w_y.T, b_y[None]]), targets_t[steps, rows])
+    head = _ExpLogits(lstm.hs, packing.results(steps, at), np.concatenate([w_y.T, b_y[None]]), targets_t[steps, rows])
     packed = packing.tokens(tokens_t)
     x = np.empty((len(packed), emb.shape[1] + 1), dtype=emb.dtype)  # for the backward, while the helpers wait
     with Backlog() as backlog:
@@ -196,7 +195,7 @@ def logits_forward(params, tokens, h0, c0) -> tuple[np.ndarray, np.ndarray, np.n
     T, B = tokens_t.shape
     steps, at, rows = packing.positions(np.ones((T, B), dtype=bool))
     hs = np.empty((T, B, w_hh.shape[1]), dtype=w_hh.dtype)
-    hs[steps, rows] = lstm.hs[at + (packing.offsets[steps + 1] - packing.offsets[steps])]
+    hs[steps, rows] = lstm.hs[packing.results(steps, at)]
     logits = (matmul(hs.reshape(T * B, -1), w_y.T) + b_y).reshape(T, B, -1)
     last = lstm.outputs(T - 1)
     h, c = np.empty_like(h0), np.empty_like(c0)

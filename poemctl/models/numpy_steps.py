@@ -48,6 +48,11 @@ class Packing(NamedTuple):
         t, k = np.nonzero(where[:, self.order])
         return t, self.offsets[t] + self.shared + k, self.order[k]
 
+    def results(self, steps: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """The rows of the hidden states (Cache.hs) that hold h_t of the packed rows at (of steps): the same
+        rows of the next step's block."""
+        return at + (self.offsets[steps + 1] - self.offsets[steps])
+
     def tokens(self, tokens_t: np.ndarray) -> np.ndarray:
         """(T, B) input ids → (R,) the id each packed row reads."""
         T, B = tokens_t.shape

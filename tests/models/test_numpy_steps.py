@@ -21,16 +21,16 @@ def _batch():
 
 
 def test_packing_computes_a_row_from_its_first_scored_target_on():
-    packing = numpy_steps.pack(*_batch())
+    tokens_t, scored = _batch()
+    packing = numpy_steps.pack(tokens_t, scored)
     assert packing.lead == PAD and packing.shared == 1
     # rows start at 0, 2, 4 and 1 (one step before their poem: that step's target is scored); row 4 never
     assert packing.order.tolist() == [0, 3, 1, 2, 4]
     assert packing.active.tolist() == [1, 2, 3, 3, 4, 4, 4]
     assert packing.offsets.tolist() == [0, 2, 5, 9, 13, 18, 23, 28]  # blocks of 1 + active rows
-    tokens = packing.tokens(_batch()[0])
-    assert tokens[packing.block(1)].tolist() == [PAD, _batch()[0][1, 0], _batch()[0][1, 3]]
-    steps, at, rows = packing.positions(_batch()[1])
-    assert len(at) == _batch()[1].sum() and (np.diff(steps) >= 0).all()
+    assert packing.tokens(tokens_t)[packing.block(1)].tolist() == [PAD, tokens_t[1, 0], tokens_t[1, 3]]
+    steps, at, rows = packing.positions(scored)
+    assert len(at) == scored.sum() and (np.diff(steps) >= 0).all()
     assert all(packing.block(t).start < a < packing.block(t).stop for t, a in zip(steps, at, strict=True))
 
 
