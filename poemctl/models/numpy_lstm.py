@@ -179,7 +179,8 @@ def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray
         backlog.put(lambda _: np.matmul(dpre.T, cache.x, out=dw_x), slice(0))
         dx = dpre @ w_ih  # (R, E): Σ_* W_*xᵀ δ*_pre at each packed row
         # summed per character; one index per element takes NumPy's fast 1-D add.at (about 3× the row-wise form)
-        demb = np.zeros(emb.shape, dtype=emb.dtype)
+        # in torch's memory, so the bridge hands it over without a copy (see _tensor)
+        demb = torch.zeros(emb.shape, dtype=getattr(torch, emb.dtype.name)).numpy()
         np.add.at(demb.reshape(-1), (cache.tokens[:, None] * E + np.arange(E)).ravel(), dx.ravel())
     return [demb, dw_x[:, :E], dw_hh, dw_x[:, E], dw_aug[:, :H], dw_aug[:, H]]
 
@@ -203,6 +204,17 @@ def logits_forward(params, tokens, h0, c0) -> tuple[np.ndarray, np.ndarray, np.n
     return logits.transpose(1, 0, 2), h, c
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """a as a tensor that owns its memory: the tensor a is a whole view of, else a copy.
+
+    Why not torch.from_numpy: its tensor holds the array, and freeing it takes the GIL. gloo frees the
+    tensors it gathers on its own threads, and one that does so while Python shuts down aborts the process.
+    """
+    if isinstance(a.base, torch.Tensor) and a.base.data_ptr() == a.ctypes.data and a.base.shape == a.shape:
+        return a.base
+    return torch.from_numpy(a).clone()
+
+
 class _NumpyLoss(torch.autograd.Function):
     """The bridge: forward runs NumPy and keeps the cache, backward runs the hand-written BPTT."""
 
@@ -211,15 +223,15 @@ class _NumpyLoss(torch.autograd.Function):
         arrays = [p.detach().numpy() for p in params]
         nll, count, cache = loss_forward(arrays, tokens.numpy(), targets.numpy(), ignore_index)
         ctx.arrays, ctx.cache = arrays, cache
-        count = torch.from_numpy(count)
+        count = _tensor(count)
         ctx.mark_non_differentiable(count)
-        return torch.from_numpy(nll), count
+        return _tensor(nll), count
 
     @staticmethod
     def backward(ctx, dnll, _dcount):
         grads = loss_backward(dnll.detach().numpy(), ctx.arrays, ctx.cache)
         ctx.cache = None  # the cache is large: free it as soon as it is used
-        return (None, None, None, *(torch.from_numpy(g) for g in grads))
+        return (None, None, None, *(_tensor(g) for g in grads))
 
 
 class NumpyLSTM(PoemModel):
@@ -244,7 +256,7 @@ class NumpyLSTM(PoemModel):
             arrays = [p.detach().numpy() for p in self._params()]
             h0, c0 = state if state is not None else self.zero_state(tokens.shape[0])
             logits, h, c = logits_forward(arrays, tokens.numpy(), h0.numpy(), c0.numpy())
-            return ModelOutput(torch.from_numpy(logits), (torch.from_numpy(h), torch.from_numpy(c)), None, None)
+            return ModelOutput(_tensor(logits), (_tensor(h), _tensor(c)), None, None)
         if state is not None:
             raise ValueError("numpy-lstm computes a loss from the zero state only")
         nll, count = _NumpyLoss.apply(tokens, targets, ignore_index, *self._params())

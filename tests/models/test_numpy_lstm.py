@@ -1,6 +1,8 @@
+import gc
 import json
 import re
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -250,3 +252,31 @@ def test_edge_batches_match_torch_lstm(case):
     }[case]
     tokens, targets = (torch.randint(*ids, generator=g) for _ in range(2))
     _assert_same_step(a, b, tokens, targets)
+
+
+def test_tensors_from_the_bridge_hold_no_numpy_arrays(monkeypatch):
+    # A tensor from torch.from_numpy holds its array, and freeing it takes the GIL: gloo frees gathered tensors
+    # on its own threads, which aborted a rank at exit. So every array the NumPy code returns must be free
+    # while the tensors made from it live on.
+    alive = []
+
+    def watched(fn):
+        def run(*args):
+            out = fn(*args)
+            alive.extend(weakref.ref(a) for a in out if isinstance(a, np.ndarray))  # not the loss's cache
+            return out
+
+        return run
+
+    for name in ["loss_forward", "loss_backward", "logits_forward"]:
+        monkeypatch.setattr(numpy_lstm, name, watched(getattr(numpy_lstm, name)))
+    model, _ = _pair()
+    tokens = torch.randint(1, CFG.vocab_size, (3, 7))
+    out = model(tokens[:, :-1], targets=tokens[:, 1:])
+    out.nll.sum().backward()
+    logits = model(tokens)
+    gc.collect()
+    assert len(alive) == 6 + 2 + 3
+    assert not [ref for ref in alive if ref() is not None]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert out.count.sum() > 0 and torch.isfinite(logits.logits).all()
