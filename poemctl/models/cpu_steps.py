@@ -10,7 +10,7 @@ built by the machine's C compiler (`$CC`, else `cc`) at first use, in well under
 float32 on the CPU only: other dtypes and devices take the eager steps, and so does a machine where the C
 cannot be built (with one warning saying so), or a process with POEMCTL_NO_C_STEPS=1 (to compare the two,
 or to rule the C out). Same arguments and results as eager_steps.py's functions. numpy-lstm calls the same
-C functions on its NumPy arrays (numpy_steps.py), with the same fallback.
+C functions on its NumPy arrays (numpy_steps.py), and exp2_rows for its output layer, with the same fallback.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def library() -> ctypes.CDLL | None:
     address, size = ctypes.c_void_p, ctypes.c_int64
     lib.forward_step.argtypes = [address] * 5 + [size, size]
     lib.backward_step.argtypes = [address] * 7 + [size, size]
+    lib.exp2_rows.argtypes = [address] * 2 + [size, size]
     return lib
 
 

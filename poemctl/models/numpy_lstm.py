@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from poemctl.models import numpy_steps
+from poemctl.models import cpu_steps, numpy_steps
 from poemctl.models.base import ModelOutput, PoemModel, State
 from poemctl.models.head import FAST_SUMS
 from poemctl.models.numpy_threads import Backlog, blocks, matmul, own_threads, threads
@@ -108,7 +108,8 @@ class _ExpLogits:
     A block first gathers its hidden states (sel, with a column of ones) from the recurrence's packed
     rows, then takes one product, then exp and sums by 256 rows, while they are in cache. The logits come
     out in base-2 units (w_aug scaled by log₂e once) because NumPy's exp2 is about a third cheaper than its
-    exp. There is no max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴] (`finish` checks).
+    exp; in float32, exp2 and the sums are one pass of cpu_steps.c (exp2_rows) where the C is built. There
+    is no max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴] (`finish` checks).
     """
 
     def __init__(self, hs: np.ndarray, at: np.ndarray, w_aug: np.ndarray, target: np.ndarray) -> None:
@@ -120,6 +121,7 @@ class _ExpLogits:
         self.sums = np.empty(len(at), dtype=hs.dtype)
         self.picked = np.empty(len(at), dtype=hs.dtype)  # the targets' logits, in base-2 units
         self.ones = np.ones(w_aug.shape[1], dtype=hs.dtype)
+        self.lib = cpu_steps.library() if hs.dtype == np.float32 else None
 
     def block(self, s: slice) -> None:
         """Rows s → their hidden states, then one product, then exps, sums and picked logits by _HEAD_ROWS rows."""
@@ -129,9 +131,12 @@ class _ExpLogits:
             r = slice(s.start + part.start, s.start + part.stop)
             logits2 = self.exps[r]
             self.picked[r] = logits2[np.arange(len(logits2)), self.target[r]]
-            with np.errstate(over="ignore"):
-                np.exp2(logits2, out=logits2)
-            np.matmul(logits2, self.ones, out=self.sums[r])  # row sums: BLAS's gemv reads 2× as fast as sum()
+            if self.lib is not None:  # exp2 and the row sums in one pass
+                self.lib.exp2_rows(logits2.ctypes.data, self.sums[r].ctypes.data, *logits2.shape)
+            else:
+                with np.errstate(over="ignore"):
+                    np.exp2(logits2, out=logits2)
+                np.matmul(logits2, self.ones, out=self.sums[r])  # row sums: BLAS's gemv reads 2× as fast as sum()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """After every block: exps (never divided out), sums and the NLL of the targets (N,)."""

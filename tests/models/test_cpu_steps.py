@@ -1,11 +1,12 @@
 """torch-lstm's C steps (cpu_steps.py): the eager steps' results, the default for float32 on the CPU, built
-once per machine, and the eager steps with a warning where no C can be built."""
+once per machine, and the eager steps with a warning where no C can be built; numpy-lstm's exp2_rows."""
 
 import os
 import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,17 +113,46 @@ def test_cc_may_carry_options(fresh_build, monkeypatch):
     assert len(list(fresh_build.glob("cpu_steps-*.so"))) == 1
 
 
-def test_a_compiler_without_march_native_builds_without_it(fresh_build, monkeypatch, tmp_path):
-    cc = tmp_path / "cc-without-native"  # a compiler that rejects -march=native, as some for ARM do
+def _without_march_native(tmp_path, monkeypatch) -> None:
+    """CC: a compiler that rejects -march=native, as some for ARM do (so the build has no AVX-512 here)."""
+    cc = tmp_path / "cc-without-native"
     cc.write_text('#!/bin/sh\nfor a; do [ "$a" = -march=native ] && exit 1; done\nexec cc "$@"\n')
     cc.chmod(0o755)
     monkeypatch.setenv("CC", str(cc))
+
+
+def test_a_compiler_without_march_native_builds_without_it(fresh_build, monkeypatch, tmp_path):
+    _without_march_native(tmp_path, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cpu_steps.library() is not None
     forward_in, _ = _inputs(3, 2, 5)
     c = cpu_steps.forward_steps(forward_in[0].clone(), *forward_in[1:])
     torch.testing.assert_close(c[3], eager_steps.forward_steps(forward_in[0].clone(), *forward_in[1:])[3])
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["march-native", "portable"])
+@pytest.mark.parametrize("cols", [1, 15, 16, 17, 40, 7496])  # around the 16-wide vectors; the course vocabulary
+def test_exp2_rows_gives_exp2_and_row_sums(fresh_build, monkeypatch, tmp_path, native, cols):
+    if not native:
+        _without_march_native(tmp_path, monkeypatch)
+    lib = cpu_steps.library()
+    assert lib is not None, "the C must build on this machine (a C compiler is required)"
+    rng = np.random.default_rng(cols)
+    x = rng.uniform(-140.0, 140.0, (4, cols)).astype(np.float32)  # beyond float's range both ways
+    x[(x > 127.0) & (x < 128.0)] = 130.0  # 2^127.x: finite or inf, as it falls in a vector or not
+    x[0] = rng.uniform(-12.0, 6.0, cols)  # the logits of a trained model
+    x[1, -1] = np.nan
+    x[2, : min(cols, 4)] = [-126.5, -126.0, 127.0, 128.0][: min(cols, 4)]
+    y, sums = x.copy(), np.full(4, -1.0, dtype=np.float32)
+    lib.exp2_rows(y.ctypes.data, sums.ctypes.data, *y.shape)
+    wide = x.astype(np.float64)
+    want = np.where(wide > 127.0, np.inf, np.exp2(wide))  # and 0 or a subnormal below 2^-126
+    np.testing.assert_allclose(y, want, rtol=3e-7, atol=2.0**-126)
+    with np.errstate(over="ignore"):
+        want_sums = want.sum(1).astype(np.float32)
+    np.testing.assert_allclose(sums, want_sums, rtol=3e-5, atol=cols * 2.0**-126)  # float32 sums, in 16 lanes
+    assert np.isnan(sums[1]) and np.isfinite(sums[0])
 
 
 def test_processes_building_at_once_share_one_build(tmp_path):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from poemctl.cli import app
 from poemctl.config import ModelConfig
 from poemctl.gradcheck import gradcheck
-from poemctl.models import numpy_lstm, numpy_steps, numpy_threads
+from poemctl.models import cpu_steps, numpy_lstm, numpy_steps, numpy_threads
 from poemctl.models.numpy_lstm import NumpyLSTM
 from poemctl.models.torch_lstm import TorchLSTM
 from tests.conftest import CORPUS, TINY_ARGS
@@ -239,6 +239,25 @@ def test_float32_with_the_c_steps_matches_float64():
         out.nll.sum().backward()
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad.float(), rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_float32_output_layer_exponentials_in_c_match_numpy(monkeypatch):
+    assert cpu_steps.library() is not None, "the C must build on this machine (a C compiler is required)"
+    monkeypatch.setattr(numpy_lstm, "_HEAD_ROWS", 3)  # blocks split by 3 rows: sums written at offsets
+    rng = np.random.default_rng(0)
+    hs = rng.standard_normal((20, 5), dtype=np.float32)  # packed hidden states, H = 5
+    at, target = rng.permutation(20)[:13], rng.integers(0, 37, 13)  # 13 scored rows, V = 37
+    w_aug = rng.standard_normal((6, 37), dtype=np.float32)
+    heads = [numpy_lstm._ExpLogits(hs, at, w_aug, target) for _ in range(2)]
+    assert heads[0].lib is not None
+    heads[1].lib = None  # NumPy's exp2 and BLAS sums
+    for head in heads:
+        for s in (slice(0, 5), slice(5, 12), slice(12, 13)):
+            head.block(s)
+    (exps, sums, nll), (exps_np, sums_np, nll_np) = (head.finish() for head in heads)
+    np.testing.assert_allclose(exps, exps_np, rtol=1e-6)
+    np.testing.assert_allclose(sums, sums_np, rtol=1e-6)
+    np.testing.assert_allclose(nll, nll_np, rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", ["all padding", "one step", "leading runs of any token"])
