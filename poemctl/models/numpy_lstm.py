@@ -183,8 +183,10 @@ def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray
         dw_x = np.empty((4 * H, E + 1), dtype=emb.dtype)  # W_x's gradient and, in the last column, b's
         backlog.put(lambda _: np.matmul(dpre.T, cache.x, out=dw_x), slice(0))
         dx = dpre @ w_ih  # (R, E): Σ_* W_*xᵀ δ*_pre at each packed row
-        # in torch's memory, so the bridge hands it over without a copy (see _tensor)
-        demb = torch.zeros(emb.shape, dtype=getattr(torch, emb.dtype.name)).numpy()
+        # in torch's memory, so the bridge hands it over without a copy (see _tensor); zeroed by NumPy: torch's
+        # fill would wake its OpenMP threads, whose spinning after it takes a core from the helpers' products
+        demb = torch.empty(emb.shape, dtype=getattr(torch, emb.dtype.name)).numpy()
+        demb.fill(0.0)
         # summed per character; one index per element takes NumPy's fast 1-D add.at (about 3× the row-wise form)
         np.add.at(demb.reshape(-1), (cache.tokens[:, None] * E + np.arange(E)).ravel(), dx.ravel())
     return [demb, dw_x[:, :E], dw_hh, dw_x[:, E], dw_aug[:, :H], dw_aug[:, H]]
