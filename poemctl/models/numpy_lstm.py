@@ -10,8 +10,9 @@ torch.autograd.Function, so optimizers, clipping, checkpoints and multi-process 
 
 Threads (numpy_threads.py): NumPy's BLAS runs single-threaded inside the model, and the model's own threads
 share out the large products. While one thread runs the recurrence, the others work through what does not
-wait on it: forward, the output layer of the steps already done; backward, the output layer's gradient for
-the last steps first (the recurrence goes back through time and takes it as it comes), then W_y's.
+wait on it: forward, the output layer of the steps already done (and, while the caller sets up, the
+recurrence's input projections); backward, the output layer's gradient for the last steps first (the
+recurrence goes back through time and takes it as it comes), then W_y's.
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ def _embed_with_ones(emb: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
 
 
 def input_table(emb, w_ih, b, tokens) -> tuple[np.ndarray, np.ndarray]:
-    """ids (any shape) → table (U, 4H) of W_x x + b for each distinct character, and where (same shape) indexes it."""
+    """ids (any shape) → table (U, 4H) of W_x x + b for each distinct character, and where (same shape) indexes it.
+
+    On one thread: the training forward runs it on a helper while the caller sets up the output layer.
+    """
     chars, where = np.unique(tokens, return_inverse=True)
-    return matmul(emb[chars], w_ih.T) + b, where.reshape(tokens.shape)
+    return np.matmul(emb[chars], w_ih.T) + b, where.reshape(tokens.shape)
 
 
 @own_threads
@@ -67,10 +71,17 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     # product. The rows of each finished step go to the other threads while the recurrence goes on.
     steps, at, rows = packing.positions(scored)
     starts = np.searchsorted(steps, np.arange(len(packing.active) + 1))  # (T+1,)
-    head = _ExpLogits(lstm.hs, packing.results(steps, at), np.concatenate([w_y.T, b_y[None]]), targets_t[steps, rows])
     packed = packing.tokens(tokens_t)
-    x = np.empty((len(packed), emb.shape[1] + 1), dtype=emb.dtype)  # for the backward, while the helpers wait
     with Backlog() as backlog:
+        # the recurrence's inputs on a helper while this thread sets up the output layer (urgent: with no
+        # helper, the wait below runs it here)
+        inputs = backlog.put(
+            lambda _: numpy_steps.lstm_inputs(lstm, *input_table(emb, w_ih, b, packed)), slice(0), urgent=True
+        )
+        head = _ExpLogits(
+            lstm.hs, packing.results(steps, at), np.concatenate([w_y.T, b_y[None]]), targets_t[steps, rows]
+        )
+        x = np.empty((len(packed), emb.shape[1] + 1), dtype=emb.dtype)  # for the backward, while the helpers wait
         backlog.put(lambda _: _embed_with_ones(emb, packed, x), slice(0))
         queued, last = 0, backlog.put(lambda _: None, slice(0))  # rows handed to the backlog, its last task
 
@@ -85,8 +96,8 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
                     last = backlog.put(head.block, slice(queued + s.start, queued + s.stop))
                 queued += ready
 
-        table, where = input_table(emb, w_ih, b, packed)
-        numpy_steps.lstm_forward(lstm, table, where, *_zeros_state(B, H, emb.dtype), on_step)
+        backlog.wait(inputs)
+        numpy_steps.lstm_forward(lstm, *_zeros_state(B, H, emb.dtype), on_step)
     exps, sums, nll = head.finish()
     per_row = np.bincount(rows, weights=nll, minlength=B).astype(emb.dtype)
     cache = LossCache(packed, x, rows, at, starts, head.sel, exps, sums, head.target, lstm)
@@ -199,7 +210,8 @@ def logits_forward(params, tokens, h0, c0) -> tuple[np.ndarray, np.ndarray, np.n
     tokens_t = tokens.T
     packing = numpy_steps.pack(tokens_t)  # every row from step 0, from its own state
     lstm = numpy_steps.allocate(packing, w_hh)
-    numpy_steps.lstm_forward(lstm, *input_table(emb, w_ih, b, packing.tokens(tokens_t)), h0, c0)
+    numpy_steps.lstm_inputs(lstm, *input_table(emb, w_ih, b, packing.tokens(tokens_t)))
+    numpy_steps.lstm_forward(lstm, h0, c0)
     T, B = tokens_t.shape
     steps, at, rows = packing.positions(np.ones((T, B), dtype=bool))
     hs = np.empty((T, B, w_hh.shape[1]), dtype=w_hh.dtype)

@@ -178,15 +178,20 @@ def steps_for(cache: Cache) -> _CSteps | _NumpySteps:
     return _NumpySteps(cache)
 
 
-def lstm_forward(cache: Cache, table, where, h0, c0, on_step=None) -> Cache:
-    """Fill cache: table (U, 4H) of W_x x + b per character, where (R,) indexes it per packed row, h0, c0 (B, H).
+def lstm_inputs(cache: Cache, table, where) -> None:
+    """cache.acts (R, 4H) = the input projections of the packed rows, as the steps take them: table (U, 4H) of
+    W_x x + b per character, where (R,) indexes it per packed row."""
+    # mode="clip": with out=, the default mode is 3× slower
+    np.take(table * steps_for(cache).scale, where, axis=0, out=cache.acts, mode="clip")
+
+
+def lstm_forward(cache: Cache, h0, c0, on_step=None) -> Cache:
+    """Fill cache from its input projections (lstm_inputs) and h0, c0 (B, H).
 
     on_step(t), when given, is called as soon as step t's hidden states are in cache.hs[cache.outputs(t)].
     """
     p, w_hh = cache.packing, cache.w_hh
     steps = steps_for(cache)
-    # input projections, scaled for the steps (mode="clip": with out=, the default mode is 3× slower)
-    np.take(table * steps.scale, where, axis=0, out=cache.acts, mode="clip")
     w_hh_t = np.ascontiguousarray((w_hh * steps.scale[:, None]).T)  # (H, 4H)
     first = p.block(0)
     begun = slice(first.start + p.shared, first.stop)  # the rows computed from step 0 start from (h0, c0)

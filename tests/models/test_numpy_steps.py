@@ -62,7 +62,8 @@ def _forward(dtype, H=6, seed=1):
     packing = numpy_steps.pack(tokens_t, scored)
     cache = numpy_steps.allocate(packing, w_hh)
     zeros = np.zeros((tokens_t.shape[1], H), dtype=dtype)
-    numpy_steps.lstm_forward(cache, table, packing.tokens(tokens_t), zeros, zeros)
+    numpy_steps.lstm_inputs(cache, table, packing.tokens(tokens_t))
+    numpy_steps.lstm_forward(cache, zeros, zeros)
     return tokens_t, table, cache
 
 
@@ -112,7 +113,8 @@ def test_the_shared_row_gets_the_gradients_of_the_rows_that_left_it():
         packing = numpy_steps.pack(tokens_t, scored_here)
         cache = numpy_steps.allocate(packing, w_hh)
         zeros = np.zeros((2, H))
-        numpy_steps.lstm_forward(cache, table, packing.tokens(tokens_t), zeros, zeros)
+        numpy_steps.lstm_inputs(cache, table, packing.tokens(tokens_t))
+        numpy_steps.lstm_forward(cache, zeros, zeros)
         steps, at, rows = packing.positions(scored)
         dh = np.zeros((packing.rows, H))
         dh[at] = dh_rows[steps, rows]
