@@ -81,7 +81,7 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
         head = _ExpLogits(
             lstm.hs, packing.results(steps, at), np.concatenate([w_y.T, b_y[None]]), targets_t[steps, rows]
         )
-        x = np.empty((len(packed), emb.shape[1] + 1), dtype=emb.dtype)  # for the backward, while the helpers wait
+        x = np.empty((len(packed), emb.shape[1] + 1), dtype=emb.dtype)  # for the backward, filled by a helper
         backlog.put(lambda _: _embed_with_ones(emb, packed, x), slice(0))
         queued, last = 0, backlog.put(lambda _: None, slice(0))  # rows handed to the backlog, its last task
 
