@@ -23,6 +23,7 @@ import platform
 import shlex
 import shutil
 import subprocess
+import threading
 import warnings
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def _build(cc: str, out: Path) -> None:
     raise OSError(done.stderr.strip().splitlines()[0] if done.stderr.strip() else f"exit status {done.returncode}")
 
 
+_BUILDING = threading.Lock()  # numpy-lstm's threads may ask for the library at the same time
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The C step functions, built first if this machine has no build yet; None, with a warning, if it cannot
@@ -87,8 +91,9 @@ def library() -> ctypes.CDLL | None:
         if not shlex.split(cc) or shutil.which(shlex.split(cc)[0]) is None:
             raise OSError(f"no C compiler '{cc}' (set CC to one)")
         path = library_path(cc)
-        if not path.is_file():
-            _build(cc, path)
+        with _BUILDING:  # one build per process: its threads would write the same temporary file
+            if not path.is_file():
+                _build(cc, path)
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         why = f"the C steps could not be built: {e}"

@@ -4,6 +4,7 @@ once per machine, and the eager steps with a warning where no C can be built; nu
 import os
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -162,6 +163,25 @@ def test_processes_building_at_once_share_one_build(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-W", "error", "-c", code], env=env) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert [p.name for p in (tmp_path / "poemctl").iterdir()] == [cpu_steps.library_path(cpu_steps.compiler()).name]
+
+
+def test_threads_asking_at_once_share_one_build(fresh_build):
+    # numpy-lstm's helper (the inputs) and its caller (the output layer) ask for the library at the same time
+    barrier, got = threading.Barrier(3), []
+
+    def ask():
+        barrier.wait()
+        got.append(cpu_steps.library())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        threads = [threading.Thread(target=ask) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(got) == 3 and all(lib is not None for lib in got), got
+    assert len(list(fresh_build.glob("cpu_steps-*.so"))) == 1 and not list(fresh_build.glob("*.tmp"))
 
 
 NO_BUILD = [("no-such-cc", "no C compiler 'no-such-cc'"), ("false", "exit status 1")]  # missing, failing
