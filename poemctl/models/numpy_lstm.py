@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from poemctl.models import cpu_steps, numpy_steps
+from poemctl.models import numpy_steps
 from poemctl.models.base import ModelOutput, PoemModel, State
 from poemctl.models.head import FAST_SUMS
 from poemctl.models.numpy_threads import Backlog, blocks, matmul, own_threads, threads
@@ -132,7 +132,7 @@ class _ExpLogits:
         self.sums = np.empty(len(at), dtype=hs.dtype)
         self.picked = np.empty(len(at), dtype=hs.dtype)  # the targets' logits, in base-2 units
         self.ones = np.ones(w_aug.shape[1], dtype=hs.dtype)
-        self.lib = cpu_steps.library() if hs.dtype == np.float32 else None
+        self.lib = numpy_steps.c_library(hs.dtype)
 
     def block(self, s: slice) -> None:
         """Rows s → their hidden states, then one product, then exps, sums and picked logits by _HEAD_ROWS rows."""

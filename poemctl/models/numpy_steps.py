@@ -171,9 +171,14 @@ class _CSteps:
         self.lib.backward_step(self.acts + 4 * r, self.cs + r, self.tanh_cs + r, *args, n, self.H)
 
 
+def c_library(dtype):
+    """cpu_steps.c's functions for arrays of dtype: float32 only, where the C is built; None otherwise."""
+    return cpu_steps.library() if dtype == np.float32 else None
+
+
 def steps_for(cache: Cache) -> _CSteps | _NumpySteps:
     """The C steps for float32 where they are built, the NumPy steps otherwise."""
-    if cache.acts.dtype == np.float32 and (lib := cpu_steps.library()) is not None:
+    if (lib := c_library(cache.acts.dtype)) is not None:
         return _CSteps(cache, lib)
     return _NumpySteps(cache)
 
