@@ -12,16 +12,16 @@
 #include <immintrin.h>
 #endif
 
-/* 2^f for |f| <= 1/2, degree 6 (relative error below 2e-7) */
+/* 2^f for |f| <= 1/2: a polynomial of degree 6, highest coefficient first (relative error below 2e-7) */
+static const float EXP2_POLY[7] = {1.5353362e-4f, 1.3398874e-3f, 9.6181291e-3f, 5.5504109e-2f,
+                                   2.4022651e-1f, 6.9314718e-1f, 1.0f};
+
 static inline float exp2_poly(float f)
 {
-    float p = 1.5353362e-4f;
-    p = p * f + 1.3398874e-3f;
-    p = p * f + 9.6181291e-3f;
-    p = p * f + 5.5504109e-2f;
-    p = p * f + 2.4022651e-1f;
-    p = p * f + 6.9314718e-1f;
-    return p * f + 1.0f;
+    float p = EXP2_POLY[0];
+    for (int k = 1; k < 7; k++)
+        p = p * f + EXP2_POLY[k];
+    return p;
 }
 
 /* e^x as 2^n p(f), x log2(e) = n + f, |f| <= 1/2, p of degree 6 (relative error below 2e-7); x clamped
@@ -114,13 +114,9 @@ void exp2_rows(float *restrict x, float *restrict sums, int64_t rows, int64_t co
         for (; c + 16 <= cols; c += 16) {
             __m512 y = _mm512_loadu_ps(xr + c);
             __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            __m512 f = _mm512_sub_ps(y, n), p = _mm512_set1_ps(1.5353362e-4f); /* exp2_poly's, in vectors */
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+            __m512 f = _mm512_sub_ps(y, n), p = _mm512_set1_ps(EXP2_POLY[0]); /* exp2_poly, in vectors */
+            for (int k = 1; k < 7; k++)
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[k]));
             __m512 e = _mm512_scalef_ps(p, n);
             _mm512_storeu_ps(xr + c, e);
             acc = _mm512_add_ps(acc, e);
