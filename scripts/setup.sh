@@ -18,5 +18,9 @@ if [ "$(uname -sm)" = "Linux x86_64" ]; then
     .venv/bin/python -m pip install -q "triton==3.6.0"
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
-# the third-party plugin package the tests train with (tests/plugin_pkg)
-.venv/bin/python -m pip install -q --no-deps -e tests/plugin_pkg
+# The tests register their third-party plugin package (tests/plugin_pkg) themselves, in their own process.
+# Earlier versions of this script installed it into .venv, where its broken-on-purpose plugin warned on
+# every command: take it out again.
+if .venv/bin/python -m pip show -q poemctl-testplugin 2>/dev/null; then
+    .venv/bin/python -m pip uninstall -q -y poemctl-testplugin
+fi

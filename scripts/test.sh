@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install (if needed), lint, and run the whole test suite. The corpus is read from ../shared/chinese-poetry.
+# Install (if needed), lint, and run the whole test suite (slow tests too) on the test corpus in tests/fixtures.
+# Arguments go to pytest: bash scripts/test.sh -m "not slow" runs the fast subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,13 +18,30 @@ from poemctl.config import DataConfig, ModelConfig, OptimConfig, RunConfig, Trai
 os.environ["TRITON_INTERPRET"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "chinese-poetry"
-SLICE = 400  # poems: enough for a vocabulary, small enough for 2 cores
+CORPUS = ROOT / "tests" / "fixtures" / "chinese-poetry"  # 500 poems in upstream's layout (its README says which)
+SLICE = 400  # poems: the first file of the fixture
+PLUGIN_PKG = ROOT / "tests" / "plugin_pkg"
+
+
+def register_test_plugins(folder: Path) -> None:
+    """Make tests/plugin_pkg's entry points visible to this process only: a dist-info folder on sys.path.
+
+    The package is never installed, so the user's environment (its `poemctl plugins`) stays as it was.
+    """
+    project = tomllib.loads((PLUGIN_PKG / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    info = folder / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    groups = [
+        "\n".join([f"[{group}]", *(f"{name} = {target}" for name, target in eps.items())])
+        for group, eps in project["entry-points"].items()
+    ]
+    (info / "entry_points.txt").write_text("\n\n".join(groups) + "\n")
+    sys.path[:0] = [str(folder), str(PLUGIN_PKG)]
 
 
 def pytest_configure(config):
-    if not (CORPUS / "全唐诗" / "poet.tang.0.json").is_file():
-        raise pytest.UsageError(f"the test corpus is missing: expected {CORPUS}/全唐诗 (see README)")
+    register_test_plugins(Path(tempfile.mkdtemp(prefix="poemctl-test-plugins-")))
 
 
 @pytest.fixture

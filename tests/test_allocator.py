@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 # Resident memory given back to the OS when a touched 64 MiB tensor is freed. (Whether a later allocation
 # lands on the very same pages also depends on where the heap happens to be aligned, so the test reads
 # what the allocator is asked to do: keep the freed memory in the process.)
@@ -25,6 +27,7 @@ def _released(mode: str) -> int:
     return int(out.stdout)
 
 
+@pytest.mark.slow
 def test_a_freed_block_stays_in_the_process():
     size = 64 * 2**20
     assert _released("default") > size // 2  # glibc's default: handed back (and faulted in again on reuse)

@@ -21,6 +21,7 @@ def test_step_products_count_forward_and_backward():
     assert products[0] == (6, 4, 24) and (5, 6, 7) in products
 
 
+@pytest.mark.slow
 def test_bench_table_has_every_model_and_the_ratio(tmp_path):
     args = ["bench", "--models", "cudnn-lstm,torch-lstm", "--steps", "2", "--repeats", "2", "--batch-size", "8"]
     args += ["--corpus", str(CORPUS), "--cache-dir", str(tmp_path), "--max-poems", str(SLICE)]
@@ -62,6 +63,7 @@ def _fake(name, data, cfg, seed, conn):
     conn.send((0.01, 100.0))
 
 
+@pytest.mark.slow
 def test_a_rounds_processes_take_turns_step_by_step():
     cfg = BenchConfig(models=("cudnn-lstm", "torch-lstm", "numpy-lstm"), steps=4)
     steps = []
@@ -92,6 +94,7 @@ def test_the_ratio_pairs_steps_of_the_same_turn():
     assert fast.run_ms == pytest.approx((1000 / 1.2, 2000 / 1.2))  # each round's median step
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_is_an_error_not_a_hang():
     def hung(*_):
         pytest.fail("the bench still waits for a process that died")

@@ -198,7 +198,7 @@ def test_train_corpus_empty_after_filtering(tmp_path):
 def test_data_info(tmp_path):
     result = run("data", "info", "--corpus", CORPUS, "--cache-dir", tmp_path / "c", "--max-poems", "400")
     assert result.exit_code == 0, result.output
-    assert "58 files" in result.output and "320 / 80 poems" in result.output and "vocabulary" in result.output
+    assert "3 files" in result.output and "320 / 80 poems" in result.output and "vocabulary" in result.output
     _one_line_error(run("data", "info", "--corpus", tmp_path / "none"), "poemctl data download")
 
 

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import CORPUS, ROOT, TINY_ARGS
 
 
+@pytest.mark.slow
 def test_accelerate_launch_from_repo_root(tmp_path):
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     cmd = [

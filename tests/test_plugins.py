@@ -1,6 +1,8 @@
 """Plugins: discovery, the third-party test package (tests/plugin_pkg), optimizer options, compare and plot."""
 
 import math
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -178,3 +180,13 @@ def test_plot_command(trained, tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = run("plot", tmp_path / "nothing", "-o", tmp_path / "d.png")
     assert bad.exit_code == 2 and "no metrics" in bad.output
+
+
+@pytest.mark.slow
+def test_the_test_plugins_are_not_installed_where_users_run_poemctl():
+    # the tests register tests/plugin_pkg in their own process only (conftest.register_test_plugins): a
+    # fresh poemctl process in the same environment sees no third-party plugin and prints no warning
+    proc = subprocess.run([sys.executable, "-m", "poemctl", "plugins"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "adam" in proc.stdout and "sign-sgd" not in proc.stdout and "echo-lstm" not in proc.stdout
+    assert "warning" not in proc.stderr

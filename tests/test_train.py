@@ -60,6 +60,7 @@ def poemctl(*args, launch=None, **kwargs):
 
 
 @pytest.mark.parametrize("model", ["torch-lstm", "numpy-lstm"])
+@pytest.mark.slow
 def test_two_processes_equal_one_with_twice_the_batch(tmp_path, model):
     common = [*ARGS, "--model", model, "--max-steps", "20", "--cache-dir", tmp_path / "cache"]
     launch = ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]
@@ -98,6 +99,7 @@ def _same_weights(a, b):
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     common = [
         *ARGS,
@@ -137,6 +139,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert steps == list(range(1, 121))  # no step lost or logged twice
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
     common = [
         *ARGS,

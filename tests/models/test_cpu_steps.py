@@ -156,6 +156,7 @@ def test_exp2_rows_gives_exp2_and_row_sums(fresh_build, monkeypatch, tmp_path, n
     assert np.isnan(sums[1]) and np.isfinite(sums[0])
 
 
+@pytest.mark.slow
 def test_processes_building_at_once_share_one_build(tmp_path):
     # the processes of `accelerate launch` start with no build and each builds it: none may read a half-written one
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}

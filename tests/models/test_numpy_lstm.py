@@ -111,6 +111,7 @@ def _losses(tmp_path, model):
     return [r["loss"] for r in records if "loss" in r]
 
 
+@pytest.mark.slow
 def test_training_parity_with_torch_lstm(tmp_path):
     a, b = _losses(tmp_path, "numpy-lstm"), _losses(tmp_path, "torch-lstm")
     assert len(a) == len(b) == 200

@@ -22,6 +22,7 @@ from tests.models.test_torch_lstm import (  # noqa: E402
 FUSED = Recurrence(forward=triton_steps.forward_steps, backward=triton_steps.backward_steps)
 
 
+@pytest.mark.slow
 def test_fused_scan_matches_finite_differences_with_a_starting_state():
     check_scan_gradients(FUSED)
 
@@ -64,6 +65,7 @@ def test_fused_steps_train_under_bf16_autocast():
         torch.testing.assert_close(p.grad, q.grad, rtol=0.05, atol=0.02)
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a_hopper_gpu():
     # Triton compiles to a cubin without a GPU: the real code path (TTIR → PTX → ptxas), not the interpreter
     code = r"""
@@ -94,6 +96,7 @@ for kernel, n_ptrs in ((ts._forward_cell, 5), (ts._backward_cell, 7)):
     assert result.stdout.count(" ok") == 6, result.stdout
 
 
+@pytest.mark.slow
 def test_fused_steps_at_the_course_size():
     # the blocks training uses (2 rows × 128 hidden units, 32 programs), not the tiny tests' masked ones
     torch.manual_seed(0)
