@@ -1,17 +1,9 @@
-"""numpy-lstm's two recurrences over a packed batch, with each step's elementwise work in C or in NumPy.
+"""numpy-lstm's two recurrences over a packed batch (numpy_packing.py), each step's elementwise work in C or NumPy.
 
-Packing. A training batch is padded in front, and from the zero state a row that has read only padding
-so far has the same states as every other such row. So each time step computes one shared row (the lead
-token's run, usually padding) and only the batch rows that have begun: a row begins at its first other
-token, or at its first scored target if that comes earlier, from the shared row's state. The steps' rows
-lie one block after another in packed arrays, (R, …) with R = Σ_t (shared + active[t]); at the course
-config about a third of a batch's positions are padding that no longer costs a product. The backward
-sums the gradients of the rows that began at step t into the shared row's, so the shared chain gets the
-gradient of every row that left it (SPEC.md's equations, unchanged).
-
-Steps. A step is the recurrent product (NumPy's) and the elementwise work: by default one call to
-cpu_steps.c (the C step functions torch-lstm uses, built by cpu_steps.library) on float32; in NumPy
-calls otherwise (float64, POEMCTL_NO_C_STEPS=1, or no C compiler), ten to twenty calls a step.
+A step is the recurrent product (NumPy's) and the elementwise work: by default one call to cpu_steps.c
+(the C step functions torch-lstm uses, built by cpu_steps.library) on float32; in NumPy calls otherwise
+(float64, POEMCTL_NO_C_STEPS=1, or no C compiler), ten to twenty calls a step. Both take the gate
+pre-activations with c̃'s doubled (gates.py), and compute SPEC.md's equations as numpy_reference.py does.
 """
 
 from __future__ import annotations
@@ -22,62 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from poemctl.models import cpu_steps
-
-
-class Packing(NamedTuple):
-    """Which rows each time step computes, and where its block of rows lies in the packed arrays."""
-
-    lead: int  # the token the shared row reads
-    order: np.ndarray  # (B,) batch rows, earliest start first: step t computes rows order[:active[t]]
-    active: np.ndarray  # (T,) batch rows computed at step t
-    shared: int  # 1 when each block starts with the shared row, 0 when every row starts at step 0
-    offsets: np.ndarray  # (T+1,) first packed row of each step's block; offsets[T]: the final states'
-
-    @property
-    def rows(self) -> int:
-        """R, the packed rows of all steps."""
-        return int(self.offsets[-1])
-
-    def block(self, t: int) -> slice:
-        """Step t's rows in the packed arrays."""
-        return slice(int(self.offsets[t]), int(self.offsets[t]) + self.shared + int(self.active[t]))
-
-    def positions(self, where: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """where (T, B), True only where rows are computed → the step, packed row and batch row of each such
-        position (N,), time-major, a step's in packed order."""
-        t, k = np.nonzero(where[:, self.order])
-        return t, self.offsets[t] + self.shared + k, self.order[k]
-
-    def results(self, steps: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """The rows of the hidden states (Cache.hs) that hold h_t of the packed rows at (of steps): the same
-        rows of the next step's block."""
-        return at + (self.offsets[steps + 1] - self.offsets[steps])
-
-    def tokens(self, tokens_t: np.ndarray) -> np.ndarray:
-        """(T, B) input ids → (R,) the id each packed row reads."""
-        T, B = tokens_t.shape
-        grid = np.concatenate([np.full((T, self.shared), self.lead, tokens_t.dtype), tokens_t[:, self.order]], 1)
-        return grid[np.arange(self.shared + B) < (self.shared + self.active)[:, None]]
-
-
-def pack(tokens_t: np.ndarray, scored: np.ndarray | None = None) -> Packing:
-    """(T, B) input ids (T ≥ 1), read from the zero state, and where targets are scored (T, B) → the packing.
-
-    Without `scored` (states given, or every output wanted) every row is computed from step 0.
-    """
-    T, B = tokens_t.shape
-    lead = int(np.bincount(tokens_t[0]).argmax())
-    if scored is None:
-        start = np.zeros(B, dtype=np.int64)
-    else:
-        is_lead = tokens_t == lead
-        start = np.where(is_lead.all(0), T, is_lead.argmin(0))  # each row's run of the lead token
-        start = np.minimum(start, np.where(scored.any(0), scored.argmax(0), T))  # scored rows are computed
-    order = np.argsort(start, kind="stable")
-    active = np.searchsorted(start[order], np.arange(T), side="right")  # rows started by step t
-    shared = int((start > 0).any())
-    offsets = np.concatenate([[0], np.cumsum(shared + active)])
-    return Packing(lead, order, active, shared, offsets)
+from poemctl.models.gates import gate_scale
+from poemctl.models.numpy_packing import Packing
 
 
 class Cache(NamedTuple):
@@ -106,14 +44,13 @@ def allocate(packing: Packing, w_hh: np.ndarray) -> Cache:
 
 
 class _NumpySteps:
-    """A step's elementwise work in NumPy calls. Gate pre-activations come with i, f, o halved:
-    σ(z) = (1 + tanh(z/2)) / 2, so one tanh over the (rows, 4H) block covers all four gates."""
+    """A step's elementwise work in NumPy calls, on pre-activations with c̃'s doubled (gates.py)."""
 
     def __init__(self, cache: Cache) -> None:
         self.c = cache
         H = cache.w_hh.shape[1]
-        self.scale = np.full(4 * H, 0.5, dtype=cache.acts.dtype)  # i, f, o halved, c̃ as it is
-        self.scale[2 * H : 3 * H] = 1.0
+        # σ(z) = (1 + tanh(z/2)) / 2 for i, f, o; for c̃, tanh(2z/2) = tanh(z): one tanh over the whole block
+        self.scale = gate_scale(H, cache.acts.dtype) / 2  # the tanh's result: ½ for i, f, o, 1 for c̃
         self.shift = np.where(self.scale == 0.5, 0.5, 0.0).astype(cache.acts.dtype)
 
     def forward(self, rows: slice, out: slice) -> None:
@@ -121,6 +58,7 @@ class _NumpySteps:
         c = self.c
         H = c.w_hh.shape[1]
         a = c.acts[rows]
+        a *= 0.5
         np.tanh(a, out=a)
         a *= self.scale
         a += self.shift  # i, f, o = σ(z), c̃ = tanh(z)
@@ -147,14 +85,12 @@ class _NumpySteps:
 
 
 class _CSteps:
-    """A step's elementwise work in one call to cpu_steps.c (float32). Gate pre-activations come with c̃
-    doubled: the C computes tanh(z) as 2σ(2z) − 1. Addresses are computed from each array's start."""
+    """A step's elementwise work in one call to cpu_steps.c (float32), on pre-activations with c̃'s doubled
+    (gates.py). Addresses are computed from each array's start."""
 
     def __init__(self, cache: Cache, lib) -> None:
         self.c, self.lib = cache, lib
         H = cache.w_hh.shape[1]
-        self.scale = np.ones(4 * H, dtype=np.float32)
-        self.scale[2 * H : 3 * H] = 2.0
         self.row = 4 * H  # bytes per row of an (·, H) array; (·, 4H) rows are four of them
         self.acts, self.cs, self.tanh_cs, self.hs = (x.ctypes.data for x in cache[1:5])
         self.H = H
@@ -187,7 +123,8 @@ def lstm_inputs(cache: Cache, table, where) -> None:
     """cache.acts (R, 4H) = the input projections of the packed rows, as the steps take them: table (U, 4H) of
     W_x x + b per character, where (R,) indexes it per packed row."""
     # mode="clip": with out=, the default mode is 3× slower
-    np.take(table * steps_for(cache).scale, where, axis=0, out=cache.acts, mode="clip")
+    scale = gate_scale(cache.w_hh.shape[1], cache.acts.dtype)
+    np.take(table * scale, where, axis=0, out=cache.acts, mode="clip")
 
 
 def lstm_forward(cache: Cache, h0, c0, on_step=None) -> Cache:
@@ -197,7 +134,7 @@ def lstm_forward(cache: Cache, h0, c0, on_step=None) -> Cache:
     """
     p, w_hh = cache.packing, cache.w_hh
     steps = steps_for(cache)
-    w_hh_t = np.ascontiguousarray((w_hh * steps.scale[:, None]).T)  # (H, 4H)
+    w_hh_t = np.ascontiguousarray((w_hh * gate_scale(w_hh.shape[1], w_hh.dtype)[:, None]).T)  # (H, 4H)
     first = p.block(0)
     begun = slice(first.start + p.shared, first.stop)  # the rows computed from step 0 start from (h0, c0)
     cache.hs[first], cache.cs[first] = 0.0, 0.0  # the shared row starts from the zero state

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from poemctl.models import cpu_steps
 from poemctl.models.base import PoemModel, State
+from poemctl.models.gates import gate_scale
 
 
 class LSTMScan(torch.autograd.Function):
@@ -35,10 +36,9 @@ class LSTMScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table, where, w_hh, h0, c0, recurrence: Recurrence):
         H = table.shape[1] // 4
-        # tanh(z) = 2σ(2z) − 1: with the c̃ rows doubled, one sigmoid covers all four gates (in the eager
-        # steps one kernel, which at B·4H ≥ 32768 entries also runs on every thread), then c̃ = 2s − 1.
-        scale = table.new_ones(4 * H)
-        scale[2 * H : 3 * H] = 2.0
+        # c̃'s rows doubled (gates.py): one sigmoid covers all four gates (in the eager steps one kernel, which
+        # at B·4H ≥ 32768 entries also runs on every thread), then c̃ = 2s − 1
+        scale = torch.from_numpy(gate_scale(H)).to(table)
         acts = F.embedding(where, table * scale)  # (T, B, 4H) input projections, turned into activations
         w_hh_t = (w_hh * scale[:, None]).t()
         acts, cs, tanh_cs, hs = recurrence.run(recurrence.forward, acts, w_hh_t, h0, c0)

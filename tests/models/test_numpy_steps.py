@@ -3,7 +3,7 @@ against the NumPy steps."""
 
 import numpy as np
 
-from poemctl.models import cpu_steps, numpy_steps
+from poemctl.models import cpu_steps, numpy_packing, numpy_steps
 
 PAD = 0
 
@@ -22,7 +22,7 @@ def _batch():
 
 def test_packing_computes_a_row_from_its_first_scored_target_on():
     tokens_t, scored = _batch()
-    packing = numpy_steps.pack(tokens_t, scored)
+    packing = numpy_packing.pack(tokens_t, scored)
     assert packing.lead == PAD and packing.shared == 1
     # rows start at 0, 2, 4 and 1 (one step before their poem: that step's target is scored); row 4 never
     assert packing.order.tolist() == [0, 3, 1, 2, 4]
@@ -35,7 +35,7 @@ def test_packing_computes_a_row_from_its_first_scored_target_on():
 
 
 def test_without_scored_targets_every_row_starts_at_step_0():
-    packing = numpy_steps.pack(_batch()[0])
+    packing = numpy_packing.pack(_batch()[0])
     assert packing.shared == 0 and packing.active.tolist() == [5] * 7 and packing.rows == 35
 
 
@@ -59,7 +59,7 @@ def _forward(dtype, H=6, seed=1):
     rng = np.random.default_rng(seed)
     table = rng.standard_normal((9, 4 * H)).astype(dtype)  # W_x x + b of each character
     w_hh = (rng.standard_normal((4 * H, H)) / H**0.5).astype(dtype)
-    packing = numpy_steps.pack(tokens_t, scored)
+    packing = numpy_packing.pack(tokens_t, scored)
     cache = numpy_steps.allocate(packing, w_hh)
     zeros = np.zeros((tokens_t.shape[1], H), dtype=dtype)
     numpy_steps.lstm_inputs(cache, table, packing.tokens(tokens_t))
@@ -110,7 +110,7 @@ def test_the_shared_row_gets_the_gradients_of_the_rows_that_left_it():
     dh_rows = rng.standard_normal((4, 2, H))
     results = []
     for scored_here in (scored, None):  # packed with a shared row, then every row computed from step 0
-        packing = numpy_steps.pack(tokens_t, scored_here)
+        packing = numpy_packing.pack(tokens_t, scored_here)
         cache = numpy_steps.allocate(packing, w_hh)
         zeros = np.zeros((2, H))
         numpy_steps.lstm_inputs(cache, table, packing.tokens(tokens_t))
@@ -119,11 +119,11 @@ def test_the_shared_row_gets_the_gradients_of_the_rows_that_left_it():
         dh = np.zeros((packing.rows, H))
         dh[at] = dh_rows[steps, rows]
         results.append(numpy_steps.lstm_backward(dh, cache)[1])
-    assert numpy_steps.pack(tokens_t, scored).shared == 1
+    assert numpy_packing.pack(tokens_t, scored).shared == 1
     np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
 
 
 def test_a_batch_without_padding_needs_no_shared_row():
     tokens_t = np.arange(1, 13).reshape(4, 3)
-    packing = numpy_steps.pack(tokens_t, np.ones((4, 3), dtype=bool))
+    packing = numpy_packing.pack(tokens_t, np.ones((4, 3), dtype=bool))
     assert packing.shared == 0 and packing.rows == 12
