@@ -22,13 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from poemctl import gpu_modes
 from poemctl.allocator import keep_freed_memory
 from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig
-from poemctl.data import load_corpus
+from poemctl.data import batches, load_corpus, split_batch
 from poemctl.errors import PoemctlError
-from poemctl.models.base import check_gpu_modes, use_gpu_modes
 from poemctl.registry import MODELS, OPTIMIZERS
-from poemctl.scoring import batches, split_batch
 
 WARMUP_STEPS = 2  # untimed steps at the start of each process (first allocations, thread pools, kernels)
 
@@ -110,7 +109,7 @@ def _worker(name: str, data: DataConfig, cfg: BenchConfig, seed: int, conn) -> N
     device = "cpu" if cpu_only else cfg.device
     torch.manual_seed(0)
     model = model_cls(ModelConfig(vocab_size=len(corpus.vocab))).to(device)
-    use_gpu_modes(model, cfg)
+    gpu_modes.use(model, cfg)
     optimizer = OPTIMIZERS.get("adam")(model.parameters(), OptimConfig())
     loader = _endless(corpus.train, cfg.batch_size, seed)
     pad = corpus.vocab.pad_id
@@ -210,7 +209,6 @@ def bench(cfg: BenchConfig, data: DataConfig, progress=None) -> list[BenchResult
     """
     for name in cfg.models:
         MODELS.get(name)  # unknown names fail before any work
-    check_gpu_modes(cfg)
     T = load_corpus(data).train.shape[1] - 1  # also builds the cache once, outside the timed processes
     return _results(cfg, T, [_round(data, cfg, r, progress=progress) for r in range(cfg.repeats)])
 

@@ -8,14 +8,15 @@ import inspect
 import json
 import math
 import sys
+import typing
 import warnings
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from poemctl.errors import PoemctlError
+from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig
+from poemctl.errors import PoemctlError, TrainingStopped
 
 app = typer.Typer(
     help="Train LSTM language models on the Complete Tang Poems (全唐诗) and write new poems with them.",
@@ -39,7 +40,8 @@ def print_wide(table, width: int) -> None:
 
 
 def user_errors(fn):
-    """Turn PoemctlError into one line on stderr and exit code 2, with no traceback."""
+    """Turn PoemctlError into one line on stderr and exit code 2, and a training run that stopped early (a NaN
+    loss, Ctrl-C) into its one-line reason and exit code 1; no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -48,6 +50,9 @@ def user_errors(fn):
         except PoemctlError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except TrainingStopped as e:
+            err.print(f"[bold red]stopped:[/] {e}", highlight=False)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -203,27 +208,16 @@ def train(
     options = dict(locals())
     options["extra"] = parse_opt_args(options.pop("opt_arg"))
     resume = options.pop("resume")
-    result = _run(None if resume else make_config(**options), resume=resume)
+    from poemctl.train import train as run_training
+
+    result = run_training(None if resume else make_config(**options), say=err.print, resume=resume)
+    if result.run_dir is None:  # not the main process: it prints nothing
+        raise typer.Exit(0)
     out.print(
         f"{result.steps} steps; test perplexity {result.last_perplexity:.1f} "
         f"(best {result.best_perplexity:.1f}); checkpoints in {result.run_dir}",
         highlight=False,
     )
-
-
-def _run(cfg: RunConfig | None, resume: Path | None = None):
-    """Train by cfg (or resume a run); a run that stops early (NaN, Ctrl-C) exits 1 with its one-line reason."""
-    from poemctl.train import TrainingStopped
-    from poemctl.train import train as run_training
-
-    try:
-        result = run_training(cfg, say=err.print, resume=resume)
-    except TrainingStopped as e:
-        err.print(f"[bold red]stopped:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
-    if result.run_dir is None:  # not the main process: it prints nothing
-        raise typer.Exit(0)
-    return result
 
 
 @app.command()
@@ -249,26 +243,18 @@ def compare(
     options = dict(locals())
     from rich.table import Table
 
-    from poemctl.metrics import read_metrics
-    from poemctl.plots import plot_runs
-    from poemctl.registry import OPTIMIZERS
+    from poemctl.compare import compare as run_compare
 
     names = [n.strip() for n in options.pop("optimizers").split(",") if n.strip()]
-    if not names:
-        raise PoemctlError("--optimizers names no optimizer")
     base = options.pop("out_dir")
-    configs = [make_config(**options, optimizer=name, out_dir=str(Path(base) / name)) for name in names]
-    for name in names:  # every name is checked before any training
-        OPTIMIZERS.get(name)
-    runs = [_run(cfg).run_dir for cfg in configs]
-    png = Path(base) / "compare.png"
-    plot_runs(runs, png, labels=names)
+    rows, png = run_compare(make_config(**options), names, base, say=err.print)
+    if png is None:  # not the main process: it prints nothing
+        raise typer.Exit(0)
     table = Table("optimizer", "final test ppl", "best test ppl", "steps", "run")
-    for name, run in zip(names, runs, strict=True):
-        records = read_metrics(run)
-        evals = [r["test_perplexity"] for r in records if "test_perplexity" in r]
-        steps = max(r["step"] for r in records)
-        table.add_row(name, f"{evals[-1]:.1f}", f"{min(evals):.1f}", str(steps), str(run))
+    for r in rows:
+        table.add_row(
+            r.optimizer, f"{r.final_perplexity:.1f}", f"{r.best_perplexity:.1f}", str(r.steps), str(r.run_dir)
+        )
     print_wide(table, 120)
     out.print(f"curves: {png}")
 
@@ -286,57 +272,85 @@ def plot(
     out.print(f"curves: {output}")
 
 
-LINES_OPT = typer.Option(4, help="Number of lines (an --acrostic sets it).")
-CHARS_OPT = typer.Option(7, help="Characters per line: 5 (五言) or 7 (七言).")
-SEED_SAMPLE_OPT = typer.Option(None, help="Seed: the same seed and options write the same poems.")
-CKPT_OPT = typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs).")
-RUNS_OPT = typer.Option(_T.out, help="Where to look for the most recent run.")
-MODEL_RUN_OPT = typer.Option(None, help="Run the checkpoint in this model (default: its own).")
-STRATEGY_OPT = typer.Option("course", help="course (SPEC.md: top 5, then top 10), sample, or greedy.")
-TEMPERATURE_OPT = typer.Option(1.0, help="Softmax temperature (--strategy sample).")
-TOP_K_OPT = typer.Option(0, help="Keep the k likeliest characters (--strategy sample; 0: off).")
-TOP_P_OPT = typer.Option(1.0, help="Keep the smallest set of probability ≥ p (--strategy sample; 1: off).")
-ACROSTIC_OPT = typer.Option("", help="藏头诗: line k starts with the k-th of these characters, e.g. 春夏秋冬.")
-RHYME_OPT = typer.Option(False, help="End the even lines (and line 1 when its pattern asks) in one 平水韵 group.")
-TONES_OPT = typer.Option(False, help="Follow a regular 平仄 pattern of 五言/七言 绝句.")
+# The options of `sample` and `evaluate` that map onto SampleConfig's fields, declared once: each command gets
+# them as one dict (`with_options`). num and seed are each command's own (their defaults differ).
+_S = SampleConfig()
+SAMPLING_OPTIONS = {
+    "lines": (int, typer.Option(_S.lines, help="Number of lines (an --acrostic sets it).")),
+    "chars": (int, typer.Option(_S.chars, help="Characters per line: 5 (五言) or 7 (七言).")),
+    "strategy": (str, typer.Option(_S.strategy, help="course (SPEC.md: top 5, then top 10), sample, or greedy.")),
+    "temperature": (float, typer.Option(_S.temperature, help="Softmax temperature (--strategy sample).")),
+    "top_k": (int, typer.Option(_S.top_k, help="Keep the k likeliest characters (--strategy sample; 0: off).")),
+    "top_p": (
+        float,
+        typer.Option(_S.top_p, help="Keep the smallest set of probability ≥ p (--strategy sample; 1: off)."),
+    ),
+    "acrostic": (
+        str,
+        typer.Option(_S.acrostic, help="藏头诗: line k starts with the k-th of these characters, e.g. 春夏秋冬."),
+    ),
+    "rhyme": (
+        bool,
+        typer.Option(_S.rhyme, help="End the even lines (and line 1 when its pattern asks) in one 平水韵 group."),
+    ),
+    "tones": (bool, typer.Option(_S.tones, help="Follow a regular 平仄 pattern of 五言/七言 绝句.")),
+}
+CHECKPOINT_OPTIONS = {
+    "ckpt": (Path | None, typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs).")),
+    "runs": (str, typer.Option(_T.out, help="Where to look for the most recent run.")),
+    "model": (str | None, typer.Option(None, help="Run the checkpoint in this model (default: its own).")),
+}
 
 
-def _sampling(ckpt, runs, model, **options):
-    """The checkpoint's model and metadata, and the SampleConfig of the options."""
+def with_options(options: dict, into: str):
+    """Add options (name → (type, typer.Option)) to a command, which receives them as one dict, `into`."""
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        params = [p for p in signature.parameters.values() if p.name != into]
+        params += [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
+            for n, (t, o) in options.items()
+        ]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            kwargs[into] = {name: kwargs.pop(name) for name in options}
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)
+        hints = {k: v for k, v in typing.get_type_hints(fn).items() if k != into}
+        wrapper.__annotations__ = {**hints, **{name: kind for name, (kind, _) in options.items()}}
+        return wrapper
+
+    return decorate
+
+
+def _load(ckpt: Path | None, runs: str, model: str | None):
+    """The checkpoint's model and metadata: ckpt, else the most recent run's best under runs."""
     from poemctl import checkpoint
-    from poemctl.sampling import SampleConfig
 
-    cfg = SampleConfig(**options)  # bad numbers fail before the checkpoint is read
-    net, meta = checkpoint.load(ckpt or checkpoint.latest(runs), model)
-    return net, meta, cfg
+    return checkpoint.load(ckpt or checkpoint.latest(runs), model)
 
 
 @app.command()
 @user_errors
+@with_options(CHECKPOINT_OPTIONS, "checkpoint")
+@with_options(SAMPLING_OPTIONS, "sampling")
 def sample(
     first: str = typer.Argument("月", help="The poem's first character (ignored with --acrostic)."),
-    lines: int = LINES_OPT,
-    chars: int = CHARS_OPT,
     num: int = typer.Option(1, help="How many poems to write."),
-    seed: int | None = SEED_SAMPLE_OPT,
-    strategy: str = STRATEGY_OPT,
-    temperature: float = TEMPERATURE_OPT,
-    top_k: int = TOP_K_OPT,
-    top_p: float = TOP_P_OPT,
-    acrostic: str = ACROSTIC_OPT,
-    rhyme: bool = RHYME_OPT,
-    tones: bool = TONES_OPT,
-    ckpt: Path | None = CKPT_OPT,
-    runs: str = RUNS_OPT,
-    model: str | None = MODEL_RUN_OPT,
+    seed: int | None = typer.Option(None, help="Seed: the same seed and options write the same poems."),
+    sampling: dict | None = None,
+    checkpoint: dict | None = None,
 ) -> None:
     """Write poems that start with FIRST (default: one 七言绝句, 4 lines of 7 characters)."""
     from poemctl.sampling import format_poem, write_poems
 
     if len(first) != 1:
         raise PoemctlError(f"give one start character, got '{first}'")
-    options = {k: v for k, v in locals().items() if k in SAMPLE_FIELDS}
-    net, meta, cfg = _sampling(ckpt, runs, model, **options)
+    cfg = SampleConfig(**sampling, num=num, seed=seed)  # bad numbers fail before the checkpoint is read
+    net, meta = _load(**checkpoint)
     data = meta.config.data
     poems = write_poems(net, meta.vocab, first, cfg, seq_len=data.seq_len, keep_commas=data.keep_commas)
     out.print("\n\n".join(format_poem(p) for p in poems), highlight=False)
@@ -344,85 +358,35 @@ def sample(
 
 @app.command()
 @user_errors
+@with_options(CHECKPOINT_OPTIONS, "checkpoint")
+@with_options(SAMPLING_OPTIONS, "sampling")
 def evaluate(
     num: int = typer.Option(1000, help="How many poems to write and score."),
     first: str = typer.Option("", help="Start every poem with this character (default: 月, 山, 春, … in turn)."),
-    lines: int = LINES_OPT,
-    chars: int = CHARS_OPT,
     seed: int | None = typer.Option(0, help="Seed for the poems."),
-    strategy: str = STRATEGY_OPT,
-    temperature: float = TEMPERATURE_OPT,
-    top_k: int = TOP_K_OPT,
-    top_p: float = TOP_P_OPT,
-    acrostic: str = ACROSTIC_OPT,
-    rhyme: bool = RHYME_OPT,
-    tones: bool = TONES_OPT,
-    ckpt: Path | None = CKPT_OPT,
-    runs: str = RUNS_OPT,
-    model: str | None = MODEL_RUN_OPT,
     corpus: str | None = typer.Option(None, help="Corpus for the copy rate (default: the checkpoint's)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics to this JSON file."),
+    sampling: dict | None = None,
+    checkpoint: dict | None = None,
 ) -> None:
     """Write N poems and report form validity, rhyme and tone rates, copy rate, distinct-1/2, time per poem."""
-    import time
-    from dataclasses import replace
-
     from rich.table import Table
 
-    from poemctl.data import load_corpus
+    from poemctl.evaluate import evaluate as run_evaluate
     from poemctl.files import atomic_write_bytes
-    from poemctl.poem_stats import line_set, poem_stats
-    from poemctl.prosody import Prosody
-    from poemctl.sampling import write_poems
 
-    options = {k: v for k, v in locals().items() if k in SAMPLE_FIELDS}
-    net, meta, cfg = _sampling(ckpt, runs, model, **options)
-    data = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
-    train_rows = load_corpus(data, vocab=meta.vocab).train
-    pad = meta.vocab.pad_id
-    seen = line_set([meta.vocab.decode(r[r != pad].tolist()) for r in train_rows], chars)
-    prosody = Prosody()
-    starts = list(first) or [c for c in "月山春风花秋江云日夜" if c in meta.vocab]
-    poems, seconds = [], 0.0
-    for i, start in enumerate(starts):  # one batch per start character
-        share = num // len(starts) + (i < num % len(starts))
-        if share == 0:
-            continue
-        t = time.perf_counter()
-        poems += write_poems(
-            net,
-            meta.vocab,
-            start,
-            replace(cfg, num=share, seed=(seed or 0) + i),
-            seq_len=data.seq_len,
-            keep_commas=data.keep_commas,
-            prosody=prosody,
-        )
-        seconds += time.perf_counter() - t
-    n_lines = len(acrostic) or lines
-    stats = poem_stats(poems, n_lines, chars, seconds, seen, prosody)
-    table = Table("statistic", "value", title=f"{stats.poems} poems, {n_lines}×{chars}, {strategy}")
+    cfg = SampleConfig(**sampling, num=num, seed=seed)
+    net, meta = _load(**checkpoint)
+    stats = run_evaluate(net, meta, cfg, first, corpus)
+    table = Table(
+        "statistic", "value", title=f"{stats.poems} poems, {len(cfg.acrostic) or cfg.lines}×{cfg.chars}, {cfg.strategy}"
+    )
     for key, value in stats.as_dict().items():
         shown = str(value) if key == "poems" else f"{value:.2f}" if key == "ms_per_poem" else f"{value:.1%}"
         table.add_row(key, shown)
     out.print(table)
     if json_out is not None:
         atomic_write_bytes(json_out, json.dumps(stats.as_dict(), indent=2).encode())
-
-
-SAMPLE_FIELDS = (
-    "lines",
-    "chars",
-    "num",
-    "seed",
-    "strategy",
-    "temperature",
-    "top_k",
-    "top_p",
-    "acrostic",
-    "rhyme",
-    "tones",
-)
 
 
 @app.command("perplexity")
@@ -436,36 +400,15 @@ def perplexity_cmd(
     batch_size: int = typer.Option(256, help="Poems per batch."),
 ) -> None:
     """Print the perplexity of a checkpoint on its test split (rebuilt from its metadata) or on a file."""
-    from dataclasses import replace
-
-    import torch
-
     from poemctl import checkpoint
-    from poemctl.data import encode_rows, load_corpus, prepare_poems
-    from poemctl.scoring import batches, perplexity, total_nll
+    from poemctl.scoring import score_checkpoint
 
-    if split not in ("test", "train"):
-        raise PoemctlError(f"--split must be test or train, got {split}")
-    if batch_size < 1:
-        raise PoemctlError(f"--batch-size must be at least 1, got {batch_size}")
     net, meta = checkpoint.load(ckpt, model)
-    data_cfg = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
-    if text is not None:
-        try:
-            raw = text.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise PoemctlError(f"cannot read {text}: {e}") from None
-        poems = prepare_poems(data_cfg, [line for line in raw if line.strip()], str(text))
-        rows, source = torch.from_numpy(encode_rows(poems, meta.vocab, data_cfg.seq_len)), str(text)
-    else:
-        data = load_corpus(data_cfg, vocab=meta.vocab)
-        if data.corpus_hash != meta.corpus_hash:
-            err.print("[yellow]warning:[/] this corpus differs from the one the checkpoint was trained on")
-        rows, source = (data.test if split == "test" else data.train), f"{split} split"
-    nll, n = total_nll(net, batches(rows, batch_size), meta.vocab.pad_id)
-    ppl = perplexity(nll, n)
-    shown = f"{ppl:.2f}" if math.isfinite(ppl) else str(ppl)
-    out.print(f"perplexity {shown} over {n} tokens ({source}, {len(rows)} poems)", highlight=False)
+    score = score_checkpoint(net, meta, split, text, corpus, batch_size)
+    if score.other_corpus:
+        err.print("[yellow]warning:[/] this corpus differs from the one the checkpoint was trained on")
+    ppl = f"{score.perplexity:.2f}" if math.isfinite(score.perplexity) else str(score.perplexity)
+    out.print(f"perplexity {ppl} over {score.tokens} tokens ({score.source}, {score.poems} poems)", highlight=False)
 
 
 @app.command("gradcheck")

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from poemctl import gpu_modes
 from poemctl.errors import PoemctlError
 
 
@@ -124,8 +125,45 @@ class BenchConfig:
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         _check(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         _check(self.repeats >= 1, f"--repeats must be at least 1, got {self.repeats}")
-        _check(not self.cuda_graphs or self.device == "cuda", "--cuda-graphs needs --device cuda")
-        _check(not self.fused_steps or self.device == "cuda", "--fused-steps needs --device cuda")
+        gpu_modes.check(self, self.device == "cuda", "--device cuda")
+
+
+STRATEGIES = ("course", "sample", "greedy")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to write: the form, the strategy and the constraints."""
+
+    lines: int = 4
+    chars: int = 7
+    num: int = 1
+    seed: int | None = None
+    strategy: str = "course"  # course: SPEC.md's rule; sample: temperature / top-k / top-p; greedy
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    acrostic: str = ""  # line k starts with its k-th character; its length sets the number of lines
+    rhyme: bool = False
+    tones: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.chars in (5, 7), f"--chars must be 5 or 7, got {self.chars}"),
+            (self.lines >= 1, f"--lines must be at least 1, got {self.lines}"),
+            (self.num >= 1, f"--num must be at least 1, got {self.num}"),
+            (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy}"),
+            (self.temperature > 0, f"--temperature must be greater than 0, got {self.temperature}"),
+            (self.top_k >= 0, f"--top-k must be 0 (off) or more, got {self.top_k}"),
+            (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
+            (
+                self.strategy == "sample" or (self.temperature, self.top_k, self.top_p) == (1.0, 0, 1.0),
+                "--temperature, --top-k and --top-p apply to --strategy sample",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PoemctlError(message)
 
 
 @dataclass(frozen=True)

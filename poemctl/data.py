@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, TensorDataset
 
 from poemctl.config import DataConfig
 from poemctl.corpus import corpus_files, corpus_hash, read_poems
@@ -180,3 +181,15 @@ def _metadata(path: Path) -> dict[str, str]:
 
     with safe_open(path, "pt") as f:
         return f.metadata() or {}
+
+
+def batches(rows: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """Batches of (N, L) rows; each batch is a 1-tuple of (B, L) rows."""
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(rows), batch_size=batch_size, shuffle=shuffle, generator=g)
+
+
+def split_batch(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) rows → inputs rows[:, :-1] and targets rows[:, 1:] (characters 1..L-1 and 2..L)."""
+    rows = rows.long()
+    return rows[:, :-1], rows[:, 1:]

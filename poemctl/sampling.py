@@ -9,52 +9,16 @@ regular 平仄 patterns. All the poems of one call are written together, as one 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import torch
 
+from poemctl.config import SampleConfig
 from poemctl.data import Vocab, is_normal
 from poemctl.errors import PoemctlError
 from poemctl.models.base import PoemModel
 from poemctl.prosody import FREE, PING, ZE, Prosody, patterns, rhymes_first_line
 
-STRATEGIES = ("course", "sample", "greedy")
 MIN_GROUP = 8  # a rhyme group needs this many characters in the vocabulary to be chosen
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """How to write: the form, the strategy and the constraints."""
-
-    lines: int = 4
-    chars: int = 7
-    num: int = 1
-    seed: int | None = None
-    strategy: str = "course"  # course: SPEC.md's rule; sample: temperature / top-k / top-p; greedy
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
-    acrostic: str = ""  # line k starts with its k-th character; its length sets the number of lines
-    rhyme: bool = False
-    tones: bool = False
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.chars in (5, 7), f"--chars must be 5 or 7, got {self.chars}"),
-            (self.lines >= 1, f"--lines must be at least 1, got {self.lines}"),
-            (self.num >= 1, f"--num must be at least 1, got {self.num}"),
-            (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy}"),
-            (self.temperature > 0, f"--temperature must be greater than 0, got {self.temperature}"),
-            (self.top_k >= 0, f"--top-k must be 0 (off) or more, got {self.top_k}"),
-            (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
-            (
-                self.strategy == "sample" or (self.temperature, self.top_k, self.top_p) == (1.0, 0, 1.0),
-                "--temperature, --top-k and --top-p apply to --strategy sample",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PoemctlError(message)
 
 
 class Constraints:

@@ -1,25 +1,16 @@
-"""Perplexity: exp(mean cross-entropy) over the targets that are not padding."""
+"""Perplexity: exp(mean cross-entropy) over the targets that are not padding, of a model or a checkpoint."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
+from poemctl.data import batches, encode_rows, load_corpus, prepare_poems, split_batch
+from poemctl.errors import PoemctlError
 from poemctl.models.base import PoemModel
-
-
-def batches(rows: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """Batches of (N, L) rows; each batch is a 1-tuple of (B, L) rows."""
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(rows), batch_size=batch_size, shuffle=shuffle, generator=g)
-
-
-def split_batch(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L) rows → inputs rows[:, :-1] and targets rows[:, 1:] (characters 1..L-1 and 2..L)."""
-    rows = rows.long()
-    return rows[:, :-1], rows[:, 1:]
 
 
 @torch.no_grad()
@@ -41,3 +32,40 @@ def total_nll(model: PoemModel, loader, pad_id: int, gather=None) -> tuple[float
 def perplexity(nll_sum: float, count: int) -> float:
     """exp(nll_sum / count); nan for no targets."""
     return math.exp(nll_sum / count) if count else math.nan
+
+
+@dataclass(frozen=True)
+class Score:
+    """A checkpoint's perplexity on some poems, and what was scored."""
+
+    perplexity: float
+    tokens: int  # scored targets
+    poems: int
+    source: str  # "test split", "train split" or the file's path
+    other_corpus: bool  # the split was rebuilt from a corpus other than the checkpoint's
+
+
+def score_checkpoint(
+    model: PoemModel, meta, split: str = "test", text: Path | None = None, corpus: str | None = None, batch_size=256
+) -> Score:
+    """Perplexity of a loaded checkpoint (model, meta) on its split, rebuilt from its metadata (and corpus, if
+    given), or on a UTF-8 file of poems, one per line."""
+    if split not in ("test", "train"):
+        raise PoemctlError(f"--split must be test or train, got {split}")
+    if batch_size < 1:
+        raise PoemctlError(f"--batch-size must be at least 1, got {batch_size}")
+    data_cfg = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
+    other = False
+    if text is not None:
+        try:
+            raw = Path(text).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PoemctlError(f"cannot read {text}: {e}") from None
+        poems = prepare_poems(data_cfg, [line for line in raw if line.strip()], str(text))
+        rows, source = torch.from_numpy(encode_rows(poems, meta.vocab, data_cfg.seq_len)), str(text)
+    else:
+        data = load_corpus(data_cfg, vocab=meta.vocab)
+        other = data.corpus_hash != meta.corpus_hash
+        rows, source = (data.test if split == "test" else data.train), f"{split} split"
+    nll, n = total_nll(model, batches(rows, batch_size), meta.vocab.pad_id)
+    return Score(perplexity(nll, n), n, len(rows), source, other)

@@ -19,19 +19,14 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from poemctl import checkpoint
+from poemctl import checkpoint, gpu_modes
 from poemctl.config import RunConfig
-from poemctl.data import load_corpus
-from poemctl.errors import PoemctlError
+from poemctl.data import batches, load_corpus, split_batch
+from poemctl.errors import PoemctlError, TrainingStopped
 from poemctl.metrics import MetricsLog
-from poemctl.models.base import GPU_MODES, check_gpu_modes, use_gpu_modes
 from poemctl.registry import MODELS, OPTIMIZERS
-from poemctl.scoring import batches, perplexity, split_batch, total_nll
+from poemctl.scoring import perplexity, total_nll
 from poemctl.state import Position, load_state, save_state
-
-
-class TrainingStopped(Exception):
-    """The run stopped early for a reason that is not bad input (a NaN loss, Ctrl-C)."""
 
 
 @dataclass(frozen=True)
@@ -98,12 +93,8 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
     if getattr(model_cls, "cpu_only", False) and not cpu:
         cpu = True
         say(f"{cfg.train.model} runs on the CPU only: training on the CPU")
-    for field, (flag, method, mode) in GPU_MODES.items():
-        if getattr(cfg.train, field) and cpu:
-            raise PoemctlError(f"{flag} needs a GPU (none is available here, or --cpu was given)")
-        if getattr(cfg.train, field) and not hasattr(model_cls, method):
-            raise PoemctlError(f"{flag}: {cfg.train.model} has no {mode} (torch-lstm has)")
-    check_gpu_modes(cfg.train)
+    no_gpu = "a GPU (none is available here, or --cpu was given)"
+    gpu_modes.check(cfg.train, not cpu, no_gpu, {cfg.train.model: model_cls})
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=cfg.train.mixed_precision,
@@ -129,7 +120,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     run_dir = resume or (make_run_dir(cfg.train.out, cfg.train.model) if main else None)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(corpus.vocab)))
     model = model_cls(cfg.model)
-    use_gpu_modes(model, cfg.train)
+    gpu_modes.use(model, cfg.train)
     optimizer = make_optimizer(optimizer_factory, model.parameters(), cfg)
     train_dl = batches(corpus.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
     test_dl = batches(corpus.test, cfg.train.batch_size)

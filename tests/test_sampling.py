@@ -5,13 +5,13 @@ import torch
 from typer.testing import CliRunner
 
 from poemctl.cli import app
-from poemctl.config import ModelConfig
+from poemctl.config import ModelConfig, SampleConfig
 from poemctl.data import load_corpus
 from poemctl.errors import PoemctlError
 from poemctl.models.torch_lstm import TorchLSTM
 from poemctl.poem_stats import valid_form
 from poemctl.prosody import Prosody
-from poemctl.sampling import SampleConfig, choose, format_poem, write_poems
+from poemctl.sampling import choose, format_poem, write_poems
 
 runner = CliRunner()
 

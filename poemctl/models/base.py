@@ -15,7 +15,6 @@ The parameters are created here, in the base class, so any checkpoint loads into
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import NamedTuple
 
@@ -23,29 +22,9 @@ import torch
 from torch import nn
 
 from poemctl.config import ModelConfig
-from poemctl.errors import PoemctlError
 from poemctl.models.head import SoftmaxCrossEntropy
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, C), each (B, H)
-
-# Options of the GPU fast paths: config field → (flag, the model's method that turns it on, its name).
-GPU_MODES = {
-    "cuda_graphs": ("--cuda-graphs", "use_cuda_graphs", "CUDA-graph mode"),
-    "fused_steps": ("--fused-steps", "use_fused_steps", "fused-step mode"),
-}
-
-
-def check_gpu_modes(cfg) -> None:
-    """Fail now, in one line, where a GPU mode that cfg (a TrainConfig or BenchConfig) asks for lacks its library."""
-    if cfg.fused_steps and importlib.util.find_spec("triton") is None:
-        raise PoemctlError("--fused-steps needs Triton: pip install triton")
-
-
-def use_gpu_modes(model, cfg) -> None:
-    """Turn on the GPU modes that cfg (a TrainConfig or BenchConfig) asks for, where the model has them."""
-    for field, (_, method, _) in GPU_MODES.items():
-        if getattr(cfg, field) and hasattr(model, method):
-            getattr(model, method)()
 
 
 class ModelOutput(NamedTuple):

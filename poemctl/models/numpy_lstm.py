@@ -58,10 +58,10 @@ def _embed_with_ones(emb: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
 def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray, np.ndarray, LossCache]:
     """(B, T) tokens and targets → per-row summed NLL (B,), scored counts (B,), cache.
 
-        x_t = emb[token_t], its W_x x_t + b from the table   (on a helper, while the output layer is set up)
-        h_t, C_t from x_t, h_{t−1}, C_{t−1}                   numpy_steps.lstm_forward, on this thread
-        y_t = softmax(W_y h_t + b_y), at scored targets only  numpy_head.Forward, on the helpers, step by step
-        NLL of a row = −Σ_t log y_t[target_t]
+    x_t = emb[token_t], its W_x x_t + b from the table   (on a helper, while the output layer is set up)
+    h_t, C_t from x_t, h_{t−1}, C_{t−1}                   numpy_steps.lstm_forward, on this thread
+    y_t = softmax(W_y h_t + b_y), at scored targets only  numpy_head.Forward, on the helpers, step by step
+    NLL of a row = −Σ_t log y_t[target_t]
     """
     emb, w_ih, w_hh, b, w_y, b_y = params
     tokens_t, targets_t = tokens.T, targets.T
@@ -93,9 +93,9 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
 def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray]:
     """Upstream gradient of the per-row NLL (B,) → gradients of params, same order and shapes.
 
-        δ_t = y_t − onehot_t; δh_t = W_yᵀ δ_t; δW_y, δb_y   numpy_head.Backward, on the helpers
-        full BPTT → δpre (R, 4H) and δW_h                     numpy_steps.lstm_backward, on this thread
-        δW_x, δb = Σ δpre [x_t, 1]ᵀ; δemb[token] += W_xᵀ δpre
+    δ_t = y_t − onehot_t; δh_t = W_yᵀ δ_t; δW_y, δb_y   numpy_head.Backward, on the helpers
+    full BPTT → δpre (R, 4H) and δW_h                     numpy_steps.lstm_backward, on this thread
+    δW_x, δb = Σ δpre [x_t, 1]ᵀ; δemb[token] += W_xᵀ δpre
     """
     emb, w_ih, w_hh, b, w_y, b_y = params
     H, E = w_hh.shape[1], emb.shape[1]
