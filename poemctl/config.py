@@ -139,7 +139,7 @@ class SampleConfig:
     chars: int = 7
     num: int = 1
     seed: int | None = None
-    strategy: str = "course"  # course: SPEC.md's rule; sample: temperature / top-k / top-p; greedy
+    strategy: str = "course"  # course: top 5, then top 10; sample: temperature / top-k / top-p; greedy
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off

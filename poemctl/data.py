@@ -21,7 +21,7 @@ from poemctl.corpus import corpus_files, corpus_hash, read_poems
 from poemctl.errors import PoemctlError
 from poemctl.files import atomic_write
 
-PAD = " "  # padding is a space, put IN FRONT of short poems (SPEC.md)
+PAD = " "  # padding is a space, put IN FRONT of short poems (the course preset)
 UNK = "<unk>"
 
 

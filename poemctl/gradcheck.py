@@ -1,7 +1,7 @@
 """Gradient check: a model's gradients against two truths and against centred finite differences.
 
-The truths: numpy_reference.py (SPEC.md's BPTT by hand, plainly, the version to read) and AutogradLSTM
-below (SPEC.md's cell step by step, every gradient by torch autograd). They share no code, so a mistake
+The truths: numpy_reference.py (docs/model.md's BPTT by hand, plainly, the version to read) and AutogradLSTM
+below (the LSTM cell step by step, every gradient by torch autograd). They share no code, so a mistake
 in the hand derivation cannot hide in both.
 """
 
@@ -18,7 +18,7 @@ from poemctl.models.numpy_reference import NumpyReference
 
 
 class AutogradLSTM(PoemModel):
-    """The reference: SPEC.md's cell step by step, F.cross_entropy, every gradient by autograd."""
+    """The reference: the LSTM cell step by step, F.cross_entropy, every gradient by autograd."""
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """(B, T) ids → (B, T, H), one autograd-recorded step at a time."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full-corpus benchmarks reported in README.md (not tests). Each writes under $OUT (default bench-out/).
+# The full-corpus benchmarks reported in docs/benchmarks.md and docs/speed.md (not tests); each writes under $OUT (default bench-out/).
 # Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ D=(--corpus "$CORPUS" --cache-dir "$OUT/cache")
 [ $# -gt 0 ] || set -- main study speed parity poems
 for what in "$@"; do
   case $what in
-    main)    # issue 2: the course preset, 10 epochs, torch-lstm
+    main)    # the course preset, 10 epochs, torch-lstm
       poemctl train "${D[@]}" --out "$OUT/main"
       poemctl plot "$OUT"/main/* -o "$OUT/main.png" ;;
     mainref) # issue 2's run with the reference torch.nn.LSTM (same seed and data order), for comparison

@@ -37,7 +37,7 @@ class ModelOutput(NamedTuple):
 
 
 class LSTMParameters(nn.Module):
-    """The gate weights of SPEC.md, packed i, f, g, o."""
+    """The gate weights of docs/model.md, packed i, f, g, o."""
 
     def __init__(self, embedding: int, hidden: int):
         super().__init__()

@@ -2,7 +2,7 @@
  * builds this; numpy_steps.py calls it too), and numpy-lstm's output-layer exponentials (exp2_rows).
  *
  * Shapes, one time step, row-major and contiguous: a (B, 4H) with the gate blocks i, f, c~, o side by side
- * in each row; everything else (B, H). The equations are SPEC.md's, as in eager_steps.py. Written so the
+ * in each row; everything else (B, H). The equations are docs/model.md's, as in eager_steps.py. Written so the
  * compiler vectorizes the inner loops (-O3 -fopenmp-simd) without -ffast-math: with it, GCC 12 links start-up
  * code into the library that switches the loading thread to flushing subnormals to zero, and a whole
  * training step ran about 1.35x slower in that process (docs/speed.md).

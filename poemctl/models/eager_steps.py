@@ -46,7 +46,8 @@ def local_factors(acts, cs, tanh_cs) -> tuple[torch.Tensor, torch.Tensor]:
 
     δi_pre = δC ⊙ c̃ ⊙ σ'(i),  δf_pre = δC ⊙ C_{t−1} ⊙ σ'(f),  δc̃_pre = δC ⊙ i ⊙ tanh'(c̃),
     δo_pre = δh ⊙ tanh(C) ⊙ σ'(o): a step then only multiplies by δC_t or δh_t. aten's sigmoid_backward(x, s)
-    = x ⊙ s(1−s) and tanh_backward(x, t) = x ⊙ (1−t²) compute SPEC.md's σ' and tanh' products in one pass each.
+    = x ⊙ s(1−s) and tanh_backward(x, t) = x ⊙ (1−t²) compute
+    docs/model.md's σ' and tanh' products in one pass each.
     """
     H = acts.shape[2] // 4
     i, f, g, o = acts.split(H, dim=2)

@@ -1,10 +1,10 @@
-"""The output layer and cross-entropy of SPEC.md in one autograd.Function, with a hand-written backward.
+"""The output layer and cross-entropy of docs/model.md in one autograd.Function, with a hand-written backward.
 
 The output layer is most of a training step (N scored positions × V ≈ 7,500 characters). Written with
 F.linear + F.cross_entropy, autograd spends more time on full N×V passes (bias broadcast, log-softmax
 forward and backward, a zero-filled one-hot gradient, the bias sum) than on the matrix products. Here the
 only N×V passes are the product, exp and the row sums; the backward reuses the exponentials in place
-(SPEC.md's δ = y − onehot, up to each row's sum), and folds each row's 1/sum and upstream gradient into
+(docs/model.md's δ = y − onehot, up to each row's sum), and folds each row's 1/sum and upstream gradient into
 the small (N, H) side of the products.
 """
 
@@ -60,7 +60,7 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         if ctx.exps is None:
             raise RuntimeError("SoftmaxCrossEntropy reuses its softmax in place: backward runs once per forward")
         exps, sums, ctx.exps = ctx.exps, ctx.sums, None
-        # SPEC.md's δ = y − onehot with y = exps / sums: subtract sums at the targets in place, and leave the
+        # δ = y − onehot (docs/model.md) with y = exps / sums: subtract sums at the targets in place, and leave the
         # division (with each row's upstream gradient) to the small (N, H) side of the products.
         exps[torch.arange(len(target), device=target.device), target] -= sums
         scale = (dnll.to(sums.dtype) / sums)[:, None]  # (N, 1)

@@ -1,4 +1,4 @@
-"""numpy-lstm: SPEC.md's LSTM in NumPy with hand-written backprop through time, fast.
+"""numpy-lstm: the LSTM of docs/model.md in NumPy with hand-written backprop through time, fast.
 
 It computes numpy_reference.py's numbers (tested equal in float64; read that file first) on whole batches,
 several times faster. What makes it fast lives beside this file, one concern each:
@@ -139,9 +139,9 @@ def logits_forward(params, tokens, h0, c0) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 class NumpyLSTM(NumpyModel):
-    """SPEC.md's LSTM in NumPy with hand-written BPTT, fast; CPU only, float32 (float64 after .double())."""
+    """The LSTM in NumPy with hand-written BPTT, fast; CPU only, float32 (float64 after .double())."""
 
-    description = "SPEC.md's LSTM in NumPy with hand-written backprop through time (CPU)"
+    description = "the LSTM in NumPy with hand-written backprop through time (CPU)"
     loss_forward = staticmethod(loss_forward)
     loss_backward = staticmethod(loss_backward)
     logits_forward = staticmethod(logits_forward)

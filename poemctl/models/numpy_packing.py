@@ -7,7 +7,7 @@ at its first scored target if that comes earlier, from the shared row's state. T
 block after another in packed arrays, (R, …) with R = Σ_t (shared + active[t]); at the course config
 about a third of a batch's positions (R ≈ 3,300 of 5,056) are padding that no longer costs a product. The
 backward (numpy_steps.lstm_backward) sums the gradients of the rows that began at step t into the shared
-row's, so the shared chain gets the gradient of every row that left it: SPEC.md's equations, unchanged.
+row's, so the shared chain gets the gradient of every row that left it: docs/model.md's equations, unchanged.
 """
 
 from __future__ import annotations

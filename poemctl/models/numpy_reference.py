@@ -1,4 +1,4 @@
-"""SPEC.md's LSTM in plain NumPy, with backprop through time written by hand: the version to read first.
+"""The LSTM of docs/model.md in plain NumPy, backprop through time written by hand: the version to read first.
 
 A batch of poems goes through one time step after another, one matrix product per step for all four
 gates. `loss_forward` returns the loss and a cache; `loss_backward` takes the cache and returns the
@@ -152,7 +152,7 @@ def logits_forward(params, tokens, h0, c0) -> tuple[np.ndarray, np.ndarray, np.n
 class NumpyReference(NumpyModel):
     """This file's LSTM as a model: trains, samples and checkpoints like the others, only slower."""
 
-    description = "SPEC.md's LSTM in plain NumPy, hand-written BPTT, written to be read (CPU, slow)"
+    description = "the LSTM in plain NumPy, hand-written BPTT, written to be read (CPU, slow)"
     loss_forward = staticmethod(loss_forward)
     loss_backward = staticmethod(loss_backward)
     logits_forward = staticmethod(logits_forward)

@@ -3,7 +3,7 @@
 A step is the recurrent product (NumPy's) and the elementwise work: by default one call to cpu_steps.c
 (the C step functions torch-lstm uses, built by cpu_steps.library) on float32; in NumPy calls otherwise
 (float64, POEMCTL_NO_C_STEPS=1, or no C compiler), ten to twenty calls a step. Both take the gate
-pre-activations with c̃'s doubled (gates.py), and compute SPEC.md's equations as numpy_reference.py does.
+pre-activations with c̃'s doubled (gates.py), and compute docs/model.md's equations as numpy_reference.py does.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""torch-lstm: SPEC.md's LSTM in PyTorch ops, with SPEC.md's backprop through time written by hand.
+"""torch-lstm: the LSTM in PyTorch ops, with the backprop through time of docs/model.md written by hand.
 
 Autograd through a per-step cell records a dozen small nodes per step and replays them one by one; here
 the whole recurrence is one autograd.Function (`LSTMScan`): the forward keeps the gate activations, and
-the backward walks the steps once with the gradient equations of SPEC.md, leaving the weight gradients to
+the backward walks the steps once with the gradient equations of docs/model.md, leaving the weight gradients to
 one large product over all steps. A character's input projection W_x x + b depends only on the character,
 so it is computed once per distinct character of the batch (`input_projection`) rather than per position.
 The step loops themselves live beside this file: eager_steps.py (plain PyTorch calls, any device and
@@ -121,9 +121,9 @@ def input_projection(tokens_t: torch.Tensor, embedding, w_ih, bias) -> tuple[tor
 
 
 class TorchLSTM(PoemModel):
-    """The gate equations of SPEC.md in PyTorch ops, with SPEC.md's backward through time by hand."""
+    """The gate equations in PyTorch ops, with docs/model.md's backward through time by hand."""
 
-    description = "SPEC.md's LSTM in PyTorch ops, hand-written backprop through time; CPU (gates in C) or GPU"
+    description = "the LSTM in PyTorch ops, hand-written backprop through time; CPU (gates in C) or GPU"
     recurrence = Recurrence()
 
     def use_cuda_graphs(self) -> None:

@@ -3,7 +3,7 @@
 On a GPU a time step of the eager recurrences is a matrix product and seven small elementwise kernels
 forward (four backward, after passes over all steps for the local factors), each a launch and a pass over
 the step's tensors; here it is the product and one kernel, which also computes the backward's local
-factors. Same arguments, results and gate equations (SPEC.md) as eager_steps.py's functions, which they
+factors. Same arguments, results and gate equations (docs/model.md) as eager_steps.py's functions, which they
 replace; with TRITON_INTERPRET=1 the kernels also run on the CPU (the tests). cpu_steps.c is the CPU twin.
 """
 

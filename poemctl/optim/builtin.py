@@ -1,4 +1,4 @@
-"""The course's four optimizers (SPEC.md) and two modern ones, all from torch.optim."""
+"""The course's four optimizers and two modern ones, all from torch.optim."""
 
 from __future__ import annotations
 

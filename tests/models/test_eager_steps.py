@@ -23,7 +23,7 @@ def test_forward_follows_the_gate_equations_in_place():
     w_doubled[:, 2 * H : 3 * H] *= 2
     acts, cs, tanh_cs, hs = eager_steps.forward_steps(doubled, w_doubled, h, c)
     assert acts is doubled  # turned into the activations in place
-    for t in range(T):  # SPEC.md, one step at a time
+    for t in range(T):  # docs/model.md, one step at a time
         i, f, g_, o = (z[t] + h @ w_hh_t).split(H, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g_)
         h = torch.sigmoid(o) * torch.tanh(c)
