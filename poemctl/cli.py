@@ -14,8 +14,21 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, SampleConfig, TrainConfig
+from poemctl.config import (
+    PARTS,
+    BenchConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+    read_recipe,
+    to_toml,
+    with_values,
+)
 from poemctl.errors import PoemctlError, TrainingStopped
 
 app = typer.Typer(
@@ -48,10 +61,10 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except PoemctlError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except TrainingStopped as e:
-            err.print(f"[bold red]stopped:[/] {e}", highlight=False)
+            err.print(f"[bold red]stopped:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -148,28 +161,31 @@ def parse_opt_args(pairs: list[str]) -> tuple[tuple[str, object], ...]:
     return tuple(parsed)
 
 
-def make_config(**options) -> RunConfig:
-    """A RunConfig from CLI options, each routed to the config field of the same name."""
+def make_config(base: RunConfig | None = None, **options) -> RunConfig:
+    """base (default: RunConfig()) with CLI options put in, each routed to the config field of the same name."""
     renames = {"optimizer": ("optim", "name"), "model": ("train", "model"), "out_dir": ("train", "out")}
-    parts: dict[str, dict] = {"data": {}, "model": {}, "optim": {}, "train": {}}
-    fields = {
-        part: {f.name for f in dataclasses.fields(kind)}
-        for part, kind in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig), ("train", TrainConfig))
-    }
+    fields = {part: {f.name for f in dataclasses.fields(kind)} for part, kind in PARTS.items()}
+    values: dict[str, dict] = {part: {} for part in PARTS}
     for name, value in options.items():
-        part, field = renames.get(name) or next((p, name) for p in parts if name in fields[p])
-        parts[part][field] = value
-    return RunConfig(
-        data=DataConfig(**parts["data"]),
-        model=ModelConfig(**parts["model"]),
-        optim=OptimConfig(**parts["optim"]),
-        train=TrainConfig(**parts["train"]),
-    )
+        part, field = renames.get(name) or next((p, name) for p in PARTS if name in fields[p])
+        values[part][field] = value
+    return with_values(base or RunConfig(), values, "the command line")
+
+
+def _given(ctx: typer.Context, options: dict) -> dict:
+    """The options given on the command line (not left at their defaults)."""
+    # by name: Typer carries its own copy of click, whose ParameterSource is not click's
+    return {k: v for k, v in options.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
 
 
 @app.command()
 @user_errors
 def train(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", help="A TOML recipe ([data], [model], [optim], [train]); options given here override it."
+    ),
+    print_config: bool = typer.Option(False, help="Print the whole configuration as TOML and exit without training."),
     model: str = MODEL_OPT,
     optimizer: str = typer.Option(_O.name, help="Optimizer plugin: sgd, momentum, adagrad, adam, adamw, rmsprop…"),
     epochs: int = EPOCHS_OPT,
@@ -204,13 +220,21 @@ def train(
     seq_len: int = typer.Option(_D.seq_len, help="Cut / front-pad every poem to this many characters."),
     max_poems: int = MAX_POEMS_OPT,
 ) -> None:
-    """Train a model (course defaults: Adam, lr 0.01, batch 64, H=E=128, 10 epochs)."""
-    options = dict(locals())
-    options["extra"] = parse_opt_args(options.pop("opt_arg"))
-    resume = options.pop("resume")
+    """Train a model (course defaults: Adam, lr 0.01, batch 64, H=E=128, 10 epochs), or resume a run."""
+    options = {k: v for k, v in locals().items() if k not in ("ctx", "config", "print_config", "resume")}
+    if config is not None:
+        options = _given(ctx, options)
+    if "opt_arg" in options:
+        options["extra"] = parse_opt_args(options.pop("opt_arg"))
+    if resume is not None and (config is not None or print_config):
+        raise PoemctlError("--resume uses the run's own configuration: give it without --config or --print-config")
+    cfg = None if resume else make_config(read_recipe(config) if config else None, **options)
+    if print_config:
+        out.print(to_toml(cfg), end="", highlight=False, markup=False)
+        return
     from poemctl.train import train as run_training
 
-    result = run_training(None if resume else make_config(**options), say=err.print, resume=resume)
+    result = run_training(cfg, say=err.print, resume=resume)
     if result.run_dir is None:  # not the main process: it prints nothing
         raise typer.Exit(0)
     out.print(

@@ -4,7 +4,12 @@ every checkpoint."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import tomllib
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from poemctl import gpu_modes
@@ -198,3 +203,87 @@ class RunConfig:
 def _tuples(v):
     # JSON turns tuples into lists; frozen configs keep tuples so they stay hashable.
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+PARTS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def with_values(cfg: RunConfig, values: dict[str, dict], source: str) -> RunConfig:
+    """cfg with values ({part: {field: value}}) put in; an unknown part or field is an error naming source."""
+    parts = {}
+    for part, kind in PARTS.items():
+        given = values.get(part, {})
+        if not isinstance(given, dict):
+            raise PoemctlError(f"{source}: [{part}] must be a table of settings")
+        names = {f.name for f in dataclasses.fields(kind)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise PoemctlError(f"{source}: [{part}] has no setting '{unknown[0]}' (it has: {', '.join(sorted(names))})")
+        hints = typing.get_type_hints(kind)
+        for name, v in given.items():
+            _check(_fits(v, hints[name]), f"{source}: [{part}] {name} must be {_kind_name(hints[name])}, got {v!r}")
+        parts[part] = dataclasses.replace(getattr(cfg, part), **{k: _tuples(v) for k, v in given.items()})
+    unknown = sorted(set(values) - set(PARTS))
+    if unknown:
+        raise PoemctlError(f"{source}: no section [{unknown[0]}] (sections: {', '.join(PARTS)})")
+    return RunConfig(**parts)
+
+
+def _fits(value, hint) -> bool:
+    """Whether a value read from a file suits a field's type (int, float, str, bool or a tuple)."""
+    base = typing.get_origin(hint) or hint
+    if base is Any:
+        return True
+    if base is bool or value is True or value is False:
+        return base is bool and isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float))
+    if base is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    return isinstance(value, base)
+
+
+def _kind_name(hint) -> str:
+    base = typing.get_origin(hint) or hint
+    args = typing.get_args(hint)
+    if base is tuple and args and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} {_kind_name(args[0]).split(' ', 1)[1]}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list"}.get(
+        base, str(hint)
+    )
+
+
+def read_recipe(path: str | Path) -> RunConfig:
+    """The RunConfig of a TOML recipe: sections [data], [model], [optim], [train], each key a field of that
+    config; what a recipe leaves out keeps its default."""
+    try:
+        values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise PoemctlError(f"cannot read {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PoemctlError(f"{path} is not valid TOML: {e}") from None
+    return with_values(RunConfig(), values, str(path))
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """cfg as a TOML recipe that read_recipe reads back to cfg."""
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float):
+            return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v, ensure_ascii=False)  # a JSON string or integer is a TOML one
+
+    sections = []
+    for part in PARTS:
+        fields = dataclasses.asdict(getattr(cfg, part))
+        sections.append("\n".join([f"[{part}]", *(f"{k} = {value(v)}" for k, v in fields.items() if v is not None)]))
+    return "\n\n".join(sections) + "\n"

@@ -2,6 +2,7 @@
 
 import json
 import re
+import tomllib
 
 import pytest
 from typer.testing import CliRunner
@@ -208,3 +209,28 @@ def test_every_commands_help_flows_in_paragraphs():
     for typer_app in (app, data_app):
         for info in typer_app.registered_commands:
             assert info.help and "\n" not in info.help.replace("\n\n", ""), info.callback.__name__
+
+
+def test_print_config_merges_the_recipe_and_the_flags(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[model]\nhidden = 64\n\n[optim]\nlr = 0.002\n")
+    result = run("train", "--config", recipe, "--lr", "0.005", "--print-config")
+    assert result.exit_code == 0, result.output
+    shown = tomllib.loads(result.output)
+    assert shown["model"]["hidden"] == 64 and shown["optim"]["lr"] == 0.005  # the flag wins over the file
+    assert shown["train"]["epochs"] == 10  # neither: the default
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_from_a_recipe(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[data]\ncorpus = "{CORPUS}"\nmax_poems = 400\n\n[model]\nhidden = 16\nembedding = 8\n')
+    result = run("train", "--config", recipe, "--max-steps", "2", "--cpu", "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model"]["hidden"] == 16 and saved["train"]["max_steps"] == 2 and saved["data"]["max_poems"] == 400
+
+
+def test_resume_takes_no_recipe(tmp_path, trained):
+    _one_line_error(run("train", "--resume", trained, "--config", tmp_path / "r.toml"), "--resume uses the run's own")

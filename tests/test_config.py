@@ -1,7 +1,17 @@
 import pytest
 
-from poemctl.config import BenchConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from poemctl.config import (
+    BenchConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    read_recipe,
+    to_toml,
+)
 from poemctl.errors import PoemctlError
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -41,3 +51,51 @@ def test_round_trip_through_dict():
     import json
 
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_a_recipe_sets_what_it_names_and_leaves_the_rest(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[model]\nhidden = 64\n\n[optim]\nname = "momentum"\nextra = [["nesterov", true]]\n')
+    cfg = read_recipe(path)
+    assert cfg.model.hidden == 64 and cfg.model.embedding == ModelConfig().embedding
+    assert cfg.optim.name == "momentum" and cfg.optim.extra == (("nesterov", True),)
+    assert cfg.train == TrainConfig() and cfg.data == DataConfig()
+
+
+def test_to_toml_reads_back_to_the_same_config(tmp_path):
+    cfg = RunConfig(
+        data=DataConfig(keep_commas=True, corpus="语料/诗"),
+        optim=OptimConfig(betas=(0.8, 0.95), extra=(("foreach", False), ("nesterov", True))),
+        train=TrainConfig(max_steps=7, clip=0.5, mixed_precision="bf16"),
+    )
+    path = tmp_path / "r.toml"
+    path.write_text(to_toml(cfg), encoding="utf-8")
+    assert read_recipe(path) == cfg
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[model]\nhiden = 3\n", "[model] has no setting 'hiden'"),
+        ("[modle]\nhidden = 3\n", "no section [modle]"),
+        ("[model]\nhidden = 'x'\n", "[model] hidden must be an integer, got 'x'"),
+        ("[train]\ncpu = 1\n", "[train] cpu must be true or false"),
+        ("[optim]\nbetas = [0.9, 'x']\n", "betas must be a list of 2 numbers"),
+        ("[optim]\nlr = -1\n", "--lr must be greater than 0"),
+        ("[model\n", "is not valid TOML"),
+        ("model = 3\n", "[model] must be a table"),
+    ],
+)
+def test_a_bad_recipe_is_one_line_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(PoemctlError) as e:
+        read_recipe(path)
+    assert message in str(e.value) and ("bad.toml" in str(e.value) or "--lr" in str(e.value))
+
+
+def test_the_repositorys_recipes_read(tmp_path):
+    recipes = sorted((ROOT / "recipes").glob("*.toml"))
+    assert recipes
+    for path in recipes:
+        read_recipe(path)
