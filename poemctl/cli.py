@@ -199,6 +199,16 @@ def train(
     opt_arg: list[str] = typer.Option([], help="Any other optimizer argument as key=value (repeatable)."),
     hidden: int = HIDDEN_OPT,
     embedding: int = EMBEDDING_OPT,
+    embedding_dropout: float = typer.Option(
+        _M.embedding_dropout, help="In training, drop each character's embedding with this probability."
+    ),
+    output_dropout: float = typer.Option(
+        _M.output_dropout, help="In training, drop entries of h_t before the output layer with this probability."
+    ),
+    schedule: str = typer.Option(
+        _T.schedule, help="Learning rate after warmup: constant, cosine or linear (decay to the last step), plateau."
+    ),
+    warmup_steps: int = typer.Option(_T.warmup_steps, help="Raise the learning rate linearly over this many steps."),
     seed: int = SEED_OPT,
     eval_every: int = EVAL_OPT,
     save_every: int = typer.Option(_T.save_every, help="Save the training state every N steps (0: epoch ends)."),

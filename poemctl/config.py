@@ -53,10 +53,15 @@ class ModelConfig:
     vocab_size: int = 0
     embedding: int = 128
     hidden: int = 128
+    embedding_dropout: float = 0.0  # in training, drop each character's embedding row with this probability
+    output_dropout: float = 0.0  # in training, drop entries of h_t before the output layer with this probability
 
     def __post_init__(self) -> None:
         _check(self.embedding >= 1, f"--embedding must be at least 1, got {self.embedding}")
         _check(self.hidden >= 1, f"--hidden must be at least 1, got {self.hidden}")
+        for name in ("embedding_dropout", "output_dropout"):
+            p = getattr(self, name)
+            _check(0 <= p < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {p}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,9 @@ class OptimConfig:
         _check(self.eps > 0, f"--eps must be greater than 0, got {self.eps}")
 
 
+SCHEDULES = ("constant", "cosine", "linear", "plateau")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training loop's settings (defaults: the course's)."""
@@ -97,8 +105,18 @@ class TrainConfig:
     mixed_precision: str = "no"
     cuda_graphs: bool = False  # replay torch-lstm's recurrences from CUDA graphs (GPU only)
     fused_steps: bool = False  # torch-lstm's time steps as fused Triton kernels (GPU only)
+    schedule: str = "constant"  # the learning rate after warmup: constant, cosine, linear or plateau
+    warmup_steps: int = 0  # the learning rate rises linearly from lr/warmup_steps to lr over these steps
+    min_lr_ratio: float = 0.0  # cosine and linear end at lr × this
+    plateau_factor: float = 0.5  # plateau: the learning rate is multiplied by this …
+    plateau_patience: int = 0  # … after this many evaluations without a new best, plus one
 
     def __post_init__(self) -> None:
+        _check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule}")
+        _check(self.warmup_steps >= 0, f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
+        _check(0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _check(0 < self.plateau_factor < 1, f"--plateau-factor must be in (0, 1), got {self.plateau_factor}")
+        _check(self.plateau_patience >= 0, f"--plateau-patience must be 0 or more, got {self.plateau_patience}")
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         _check(self.max_steps >= 0, f"--max-steps must be 0 (no limit) or more, got {self.max_steps}")
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")

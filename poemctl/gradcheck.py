@@ -22,7 +22,7 @@ class AutogradLSTM(PoemModel):
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """(B, T) ids → (B, T, H), one autograd-recorded step at a time."""
-        xw = F.linear(self.embedding(tokens), self.lstm.weight_ih, self.lstm.bias)  # (B, T, 4H)
+        xw = F.linear(F.embedding(tokens, self.embedding_weight()), self.lstm.weight_ih, self.lstm.bias)  # (B, T, 4H)
         h, c = state if state is not None else self.zero_state(tokens.shape[0], tokens.device, xw.dtype)
         hs = []
         for xw_t in xw.unbind(1):
@@ -47,7 +47,11 @@ class ParamCheck:
     finite_diff_rel_error: float  # max relative error over the sampled entries
 
 
+MASK_SEED = 12345  # every forward draws its dropout masks from this seed: the same masks in every model
+
+
 def _loss(model: PoemModel, tokens, targets, pad: int) -> torch.Tensor:
+    torch.manual_seed(MASK_SEED)
     out = model(tokens, targets=targets, ignore_index=pad)
     return out.nll.sum() / out.count.sum()
 
@@ -69,10 +73,14 @@ def gradcheck(
     samples: int = 6,
     eps: float = 1e-6,
     seed: int = 0,
+    dropout: float = 0.0,
 ) -> list[ParamCheck]:
-    """Check model_cls in float64 on a random batch with front padding, against NumpyReference and AutogradLSTM."""
+    """Check model_cls in float64 on a random batch with front padding, against NumpyReference and AutogradLSTM;
+    with dropout, embedding and output dropout of that probability (the same masks in every model)."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=vocab, embedding=embedding, hidden=hidden)
+    cfg = ModelConfig(
+        vocab_size=vocab, embedding=embedding, hidden=hidden, embedding_dropout=dropout, output_dropout=dropout
+    )
     model = model_cls(cfg).double()
     truths = [NumpyReference(cfg).double(), AutogradLSTM(cfg).double()]
     for truth in truths:

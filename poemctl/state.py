@@ -33,8 +33,10 @@ class Position:
     wall_time: float
 
 
-def save_state(run_dir: Path, model_state: dict, optimizer: torch.optim.Optimizer, position: Position) -> None:
-    """Write run_dir/state.safetensors atomically."""
+def save_state(
+    run_dir: Path, model_state: dict, optimizer: torch.optim.Optimizer, position: Position, schedule: dict
+) -> None:
+    """Write run_dir/state.safetensors atomically; schedule is the learning-rate schedule's state (JSON-ready)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     opt = optimizer.state_dict()
     scalars = {}
@@ -49,12 +51,14 @@ def save_state(run_dir: Path, model_state: dict, optimizer: torch.optim.Optimize
         "position": json.dumps(asdict(position)),
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
+        "schedule": json.dumps(schedule),
     }
     atomic_write(run_dir / STATE_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Position:
-    """Restore model, optimizer and RNG from run_dir/state.safetensors; returns the position."""
+def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Position, dict]:
+    """Restore model, optimizer and RNG from run_dir/state.safetensors; the position and the schedule's state
+    (empty from states written before schedules existed: the constant schedule's)."""
     path = run_dir / STATE_FILE
     if not path.is_file():
         raise PoemctlError(f"{run_dir} holds no training state ({STATE_FILE}) to resume from")
@@ -65,6 +69,7 @@ def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
         position = Position(**json.loads(meta["position"]))
         groups = json.loads(meta["param_groups"])
         scalars = json.loads(meta["optim_scalars"])
+        schedule = json.loads(meta.get("schedule", "{}"))
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
         raise PoemctlError(f"{path} is not a readable poemctl training state ({e})") from None
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -78,4 +83,4 @@ def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
         state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     torch.set_rng_state(tensors["rng.torch"])
-    return position
+    return position, schedule

@@ -25,6 +25,7 @@ from poemctl.data import batches, load_corpus, split_batch
 from poemctl.errors import PoemctlError, TrainingStopped
 from poemctl.metrics import MetricsLog
 from poemctl.registry import MODELS, OPTIMIZERS
+from poemctl.schedules import Schedule
 from poemctl.scoring import perplexity, total_nll
 from poemctl.state import Position, load_state, save_state
 
@@ -128,22 +129,27 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     pad, world, accum = corpus.vocab.pad_id, accelerator.num_processes, cfg.train.grad_accum
     bare = accelerator.unwrap_model(model)
 
-    if resume is not None:
-        pos = load_state(resume, bare, optimizer)
-    else:
-        pos = Position(step=0, epoch=1, batches_done=0, best=math.inf, last=math.nan, evaluated_at=-1, wall_time=0)
-        if main:
-            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
     steps_per_epoch = math.ceil(len(train_dl) / accum)
     total = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
+    schedule = Schedule(optimizer, cfg.train, total)
+
+    if resume is not None:
+        pos, schedule_state = load_state(resume, bare, optimizer)
+        if schedule_state:
+            schedule.load_state_dict(schedule_state)
+    else:
+        pos = Position(step=0, epoch=1, batches_done=0, best=math.inf, last=math.nan, evaluated_at=-1, wall_time=0)
+        if main:
+            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
     log = MetricsLog(run_dir if main else None, keep_until_step=pos.step if resume else None)
     t0 = time.time() - pos.wall_time
 
     def save(position: Position) -> None:
         if main:
-            save_state(run_dir, bare.state_dict(), optimizer, replace(position, wall_time=time.time() - t0))
+            state = replace(position, wall_time=time.time() - t0)
+            save_state(run_dir, bare.state_dict(), optimizer, state, schedule.state_dict())
         accelerator.wait_for_everyone()
 
     def evaluate_and_save(position: Position) -> Position:
@@ -151,6 +157,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
             return position
         nll, n = total_nll(model, test_dl, pad, gather=accelerator.gather_for_metrics)
         ppl = perplexity(nll, n)
+        schedule.evaluated(ppl)
         if main:
             meta = checkpoint.CheckpointMeta(
                 cfg.train.model, cfg, corpus.vocab, corpus.corpus_hash, position.step, position.epoch, ppl
@@ -201,6 +208,8 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                             optimizer.step()
                             optimizer.zero_grad()
                         step_nll += out.nll.detach().sum()
+                    lr = optimizer.param_groups[0]["lr"]  # this step's
+                    schedule.step()
                     loss_value = accelerator.reduce(step_nll, "sum").item() / max(count.item(), 1)
                     if not math.isfinite(loss_value):
                         kept = run_dir / "last.safetensors" if main else None
@@ -210,7 +219,9 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                         raise TrainingStopped(f"loss became {loss_value} at step {pos.step}; stopped ({where})")
                     now = time.time()
                     tps = sum(rows.numel() for (rows,) in group) * world / max(now - tick, 1e-9)
-                    log.write(step=pos.step, epoch=pos.epoch, loss=loss_value, tokens_per_s=tps, wall_time=now - t0)
+                    log.write(
+                        step=pos.step, epoch=pos.epoch, loss=loss_value, lr=lr, tokens_per_s=tps, wall_time=now - t0
+                    )
                     progress.update(task, completed=pos.step, epoch=pos.epoch, loss=loss_value, tps=tps)
                     if cfg.train.eval_every and pos.step % cfg.train.eval_every == 0:
                         pos = evaluate_and_save(pos)

@@ -100,9 +100,19 @@ def _same_weights(a, b):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--schedule", "cosine", "--warmup-steps", "10", "--embedding-dropout", "0.1", "--output-dropout", "0.2"],
+        ["--schedule", "plateau", "--warmup-steps", "5", "--output-dropout", "0.2", "--lr", "0.05"],
+    ],
+    ids=["plain", "cosine-and-dropout", "plateau-and-dropout"],
+)
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     common = [
         *ARGS,
+        *extra,
         "--max-steps",
         "120",
         "--epochs",

@@ -67,8 +67,27 @@ class PoemModel(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        """(B, T) token ids → (B, T, H) hidden states h_t and the final (h, C)."""
+        """(B, T) token ids → (B, T, H) hidden states h_t and the final (h, C); embeddings from embedding_weight()."""
         raise NotImplementedError
+
+    def embedding_weight(self) -> torch.Tensor:
+        """The embedding matrix (V, E) a forward reads, called once per forward. In training with embedding
+        dropout p, each character's row is dropped with probability p, for all its positions in the batch,
+        and the others are scaled by 1/(1 − p) (the embedding dropout of Merity et al.'s AWD-LSTM)."""
+        w, p = self.embedding.weight, self.cfg.embedding_dropout
+        if not (self.training and p):
+            return w
+        return w * w.new_empty(w.shape[0], 1).bernoulli_(1 - p).div_(1 - p)
+
+    def output_keep(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """(B, T, H) factors for h_t before the output layer: 0 with probability p, else 1/(1 − p), in training
+        with output dropout p; None otherwise. Drawn after embedding_weight(), so that every model draws the
+        same masks from the same seed."""
+        p = self.cfg.output_dropout
+        if not (self.training and p):
+            return None
+        w = self.output.weight
+        return w.new_empty(*tokens.shape, w.shape[1]).bernoulli_(1 - p).div_(1 - p)
 
     def forward(
         self,
@@ -79,6 +98,9 @@ class PoemModel(nn.Module):
     ) -> ModelOutput:
         """Logits for tokens (B, T), or with targets (B, T) the per-row NLL of those not ignore_index."""
         h, state = self.hidden_states(tokens, state)
+        keep = self.output_keep(tokens)
+        if keep is not None:
+            h = h * keep.to(h.dtype)
         if targets is None:
             return ModelOutput(self.output(h), state, None, None)
         mask = targets != ignore_index

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -23,7 +24,7 @@ class CudnnLSTM(PoemModel):
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """(B, T) ids → (B, T, H) hidden states through torch.nn.LSTM."""
-        x = self.embedding(tokens)
+        x = F.embedding(tokens, self.embedding_weight())
         weights = {
             "weight_ih_l0": self.lstm.weight_ih,
             "weight_hh_l0": self.lstm.weight_hh,

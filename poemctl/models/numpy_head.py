@@ -35,8 +35,8 @@ class ExpLogits:
     max-subtraction pass unless a row's sum leaves [2⁻¹⁰⁰, 2⁶⁴] (`finish` checks).
     """
 
-    def __init__(self, hs: np.ndarray, at: np.ndarray, w_aug: np.ndarray, target: np.ndarray) -> None:
-        self.hs, self.at, self.w_aug, self.target = hs, at, w_aug, target
+    def __init__(self, hs: np.ndarray, at: np.ndarray, w_aug: np.ndarray, target: np.ndarray, keep=None) -> None:
+        self.hs, self.at, self.w_aug, self.target, self.keep = hs, at, w_aug, target, keep  # keep: (N, H) or None
         self.sel = np.empty((len(at), w_aug.shape[0]), dtype=hs.dtype)  # (N, H+1)
         self.sel[:, -1] = 1.0
         self.w_aug2 = w_aug * np.log2(np.e).astype(w_aug.dtype)  # logits · log₂e: exp2 of them is exp(logits)
@@ -49,6 +49,8 @@ class ExpLogits:
     def block(self, s: slice) -> None:
         """Rows s → their hidden states, then one product, then exps, sums and picked logits by HEAD_ROWS rows."""
         self.sel[s, :-1] = self.hs[self.at[s]]
+        if self.keep is not None:  # output dropout
+            self.sel[s, :-1] *= self.keep[s]
         np.matmul(self.sel[s], self.w_aug2, out=self.exps[s])
         for part in blocks(s.stop - s.start, HEAD_ROWS):
             r = slice(s.start + part.start, s.start + part.stop)
@@ -83,8 +85,8 @@ class Forward(ExpLogits):
     product over many rows packs W_y once: about 10% faster than 256-row blocks).
     """
 
-    def __init__(self, hs, at, w_y, b_y, target, steps, n_steps: int, backlog: Backlog) -> None:
-        super().__init__(hs, at, np.concatenate([w_y.T, b_y[None]]), target)
+    def __init__(self, hs, at, w_y, b_y, target, steps, n_steps: int, backlog: Backlog, keep=None) -> None:
+        super().__init__(hs, at, np.concatenate([w_y.T, b_y[None]]), target, keep)
         self.starts = np.searchsorted(steps, np.arange(n_steps + 1))  # (T+1,) each step's first scored target
         self.backlog = backlog
         self.queued = 0  # rows handed to the backlog
@@ -104,10 +106,10 @@ class Backward:
 
     δh comes from the last steps back (urgent: the caller computes its share rather than wait), W_y's
     gradient after it, beside the recurrence. `before_step` is lstm_backward's: it waits for the δh rows of
-    steps t and t−1.
+    steps t and t−1. keep: output dropout's factors (N, H) at the scored targets, or None.
     """
 
-    def __init__(self, exps, sums, sel, target, rows, at, starts, dnll, w_y, packed_rows: int, backlog) -> None:
+    def __init__(self, exps, sums, sel, target, rows, at, starts, dnll, w_y, packed_rows: int, backlog, keep) -> None:
         H = w_y.shape[1]
         # δ = y − onehot with y = exps / sums: subtract sums at the targets in place, and leave the division
         # (with each row's upstream gradient) to the small (N, H+1) side of the products
@@ -120,7 +122,8 @@ class Backward:
         self.starts, self.backlog = starts, backlog
 
         def dh_block(s: slice) -> None:
-            self.dh[at[s]] = np.matmul(d[s], w_y) * scale[s]  # δh_t = W_yᵀ δ_t
+            dh = np.matmul(d[s], w_y) * scale[s]  # δh_t = W_yᵀ δ_t
+            self.dh[at[s]] = dh if keep is None else dh * keep[s]  # through output dropout
 
         self.pending = [(s.stop, backlog.put(dh_block, s, urgent=True)) for s in reversed(blocks(len(d), HEAD_ROWS))]
         for s in blocks(len(self.dw_aug), DW_ROWS):

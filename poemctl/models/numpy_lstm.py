@@ -39,6 +39,7 @@ class LossCache(NamedTuple):
     exps: np.ndarray  # (N, V) exp of the (shifted) logits, not normalised
     sums: np.ndarray  # (N,) their row sums: the softmax is exps / sums
     target: np.ndarray  # (N,) target ids
+    keep: np.ndarray | None  # (N, H) output dropout's factors at the scored targets
     lstm: numpy_steps.Cache
 
 
@@ -55,8 +56,9 @@ def _embed_with_ones(emb: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
 
 
 @own_threads
-def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray, np.ndarray, LossCache]:
-    """(B, T) tokens and targets → per-row summed NLL (B,), scored counts (B,), cache.
+def loss_forward(params, tokens, targets, ignore_index: int, keep=None) -> tuple[np.ndarray, np.ndarray, LossCache]:
+    """(B, T) tokens and targets, and keep (B, T, H), output dropout's factors or None → per-row summed NLL
+    (B,), scored counts (B,), cache.
 
     x_t = emb[token_t], its W_x x_t + b from the table   (on a helper, while the output layer is set up)
     h_t, C_t from x_t, h_{t−1}, C_{t−1}                   numpy_steps.lstm_forward, on this thread
@@ -71,12 +73,21 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
     lstm = numpy_steps.allocate(packing, w_hh)
     packed = packing.tokens(tokens_t)  # (R,)
     steps, at, rows = packing.positions(scored)  # each scored target's step, packed row and batch row (N,)
+    keep = None if keep is None else keep[rows, steps]  # (N, H)
     with Backlog() as backlog:
         inputs = backlog.put(  # urgent: with no helper, the wait below runs it here
             lambda _: numpy_steps.lstm_inputs(lstm, *input_table(emb, w_ih, b, packed)), slice(0), urgent=True
         )
         head = numpy_head.Forward(
-            lstm.hs, packing.results(steps, at), w_y, b_y, targets_t[steps, rows], steps, len(packing.active), backlog
+            lstm.hs,
+            packing.results(steps, at),
+            w_y,
+            b_y,
+            targets_t[steps, rows],
+            steps,
+            len(packing.active),
+            backlog,
+            keep,
         )
         x = np.empty((len(packed), emb.shape[1] + 1), dtype=emb.dtype)  # for the backward, filled by a helper
         backlog.put(lambda _: _embed_with_ones(emb, packed, x), slice(0))
@@ -85,7 +96,7 @@ def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray
         numpy_steps.lstm_forward(lstm, zeros, zeros, head.step_done)
     exps, sums, nll = head.finish()
     per_row = np.bincount(rows, weights=nll, minlength=B).astype(emb.dtype)
-    cache = LossCache(packed, x, rows, at, head.starts, head.sel, exps, sums, head.target, lstm)
+    cache = LossCache(packed, x, rows, at, head.starts, head.sel, exps, sums, head.target, keep, lstm)
     return per_row, scored.sum(0), cache
 
 
@@ -102,7 +113,7 @@ def loss_backward(dnll: np.ndarray, params, cache: LossCache) -> list[np.ndarray
     c = cache
     with Backlog() as backlog:
         head = numpy_head.Backward(
-            c.exps, c.sums, c.sel, c.target, c.rows, c.at, c.starts, dnll, w_y, c.lstm.packing.rows, backlog
+            c.exps, c.sums, c.sel, c.target, c.rows, c.at, c.starts, dnll, w_y, c.lstm.packing.rows, backlog, c.keep
         )
         dpre, dw_hh = numpy_steps.lstm_backward(head.dh, c.lstm, head.before_step)
         dw_x = np.empty((4 * H, E + 1), dtype=emb.dtype)  # W_x's gradient and, in the last column, b's

@@ -105,25 +105,31 @@ class LossCache(NamedTuple):
     tokens: np.ndarray  # (T, B) input ids
     targets: np.ndarray  # (T, B) target ids
     scored: np.ndarray  # (T, B) 1 where the target counts, 0 at padding
+    h_out: np.ndarray  # (T, B, H) h_t as the output layer reads it (after output dropout)
+    keep: np.ndarray | float  # (T, B, H) output dropout's factors, or 1.0
     y: np.ndarray  # (T, B, V) softmax outputs
     lstm: LSTMCache
 
 
-def loss_forward(params, tokens, targets, ignore_index: int) -> tuple[np.ndarray, np.ndarray, LossCache]:
+def loss_forward(params, tokens, targets, ignore_index: int, keep=None) -> tuple[np.ndarray, np.ndarray, LossCache]:
     """(B, T) tokens and targets → each row's summed NLL (B,), its scored targets (B,), the cache.
 
-    E = −Σ_t log y_t[target_t] over the targets that are not ignore_index (padding).
+    E = −Σ_t log y_t[target_t] over the targets that are not ignore_index (padding). keep (B, T, H), when
+    given, multiplies h_t before the output layer (output dropout: 0 or 1/(1 − p)).
     """
     emb, w_x, w_h, b, w_y, b_y = params
     tokens, targets = tokens.T, targets.T  # (T, B)
     B, H = tokens.shape[1], w_h.shape[1]
     zeros = np.zeros((B, H), dtype=emb.dtype)
     lstm = lstm_forward(emb[tokens], zeros, zeros, w_x, w_h, b)  # x_t = emb[token_t]
-    y = softmax(lstm.hs[1:] @ w_y.T + b_y)  # (T, B, V): y_t = softmax(W_y h_t + b_y)
+    keep = 1.0 if keep is None else keep.transpose(1, 0, 2)  # (T, B, H)
+    h_out = lstm.hs[1:] * keep
+    y = softmax(h_out @ w_y.T + b_y)  # (T, B, V): y_t = softmax(W_y h_t + b_y)
     scored = (targets != ignore_index).astype(emb.dtype)
     picked = np.take_along_axis(y, targets[..., None], axis=2)[..., 0]  # y_t[target_t]
     nll = -np.log(picked) * scored
-    return nll.sum(axis=0), scored.sum(axis=0).astype(np.int64), LossCache(tokens, targets, scored, y, lstm)
+    cache = LossCache(tokens, targets, scored, h_out, keep, y, lstm)
+    return nll.sum(axis=0), scored.sum(axis=0).astype(np.int64), cache
 
 
 def loss_backward(dnll, params, cache: LossCache) -> list[np.ndarray]:
@@ -132,9 +138,9 @@ def loss_backward(dnll, params, cache: LossCache) -> list[np.ndarray]:
     onehot = np.zeros_like(cache.y)
     np.put_along_axis(onehot, cache.targets[..., None], 1.0, axis=2)
     dlogits = (cache.y - onehot) * (cache.scored * dnll)[..., None]  # δ_t = y_t − onehot_t at the scored targets
-    dw_y = np.einsum("tbv,tbh->vh", dlogits, cache.lstm.hs[1:])  # δW_y = Σ_t δ_t h_tᵀ
+    dw_y = np.einsum("tbv,tbh->vh", dlogits, cache.h_out)  # δW_y = Σ_t δ_t h_tᵀ
     db_y = dlogits.sum(axis=(0, 1))
-    dh_out = dlogits @ w_y  # δh_t from the output layer: W_yᵀ δ_t
+    dh_out = (dlogits @ w_y) * cache.keep  # δh_t from the output layer: W_yᵀ δ_t (times dropout's factors)
     dx, dw_x, dw_h, db, _, _ = lstm_backward(dh_out, cache.lstm, w_x, w_h)
     demb = np.zeros_like(emb)
     np.add.at(demb, cache.tokens, dx)  # a character's embedding gets the gradient of every step that read it

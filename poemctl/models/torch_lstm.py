@@ -140,7 +140,7 @@ class TorchLSTM(PoemModel):
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """(B, T) ids → (B, T, H) hidden states (a time-major view) and the final (h, C)."""
-        table, where = input_projection(tokens.t(), self.embedding.weight, self.lstm.weight_ih, self.lstm.bias)
+        table, where = input_projection(tokens.t(), self.embedding_weight(), self.lstm.weight_ih, self.lstm.bias)
         dt = table.dtype  # the autocast dtype under mixed precision
         h0, c0 = state if state is not None else self.zero_state(tokens.shape[0], tokens.device, dt)
         hs, h, c = LSTMScan.apply(table, where, self.lstm.weight_hh.to(dt), h0.to(dt), c0.to(dt), self.recurrence)
