@@ -226,6 +226,15 @@ def train(
     cache_dir: str = CacheOpt,
     traditional: bool = typer.Option(_D.traditional, help="Keep traditional characters (no OpenCC t2s)."),
     keep_commas: bool = typer.Option(_D.keep_commas, help="Keep '，' (the course deletes it)."),
+    control_tokens: bool = typer.Option(
+        _D.control_tokens, help="Write each poem's form, rhyme group and tone pattern as tokens in front of it."
+    ),
+    forms: str = typer.Option(
+        ",".join(_D.forms), help="Keep only poems of these forms, comma-separated: 七绝, 五绝, 七律, 五律, none."
+    ),
+    init_from: str = typer.Option(
+        _T.init_from, help="Start from this checkpoint's weights and vocabulary (e.g. a quatrain stage)."
+    ),
     min_freq: int = typer.Option(_D.min_freq, help="Characters seen fewer times become <unk>."),
     seq_len: int = typer.Option(_D.seq_len, help="Cut / front-pad every poem to this many characters."),
     max_poems: int = MAX_POEMS_OPT,
@@ -236,6 +245,8 @@ def train(
         options = _given(ctx, options)
     if "opt_arg" in options:
         options["extra"] = parse_opt_args(options.pop("opt_arg"))
+    if "forms" in options:
+        options["forms"] = tuple(f.strip() for f in options["forms"].split(",") if f.strip())
     if resume is not None and (config is not None or print_config):
         raise PoemctlError("--resume uses the run's own configuration: give it without --config or --print-config")
     cfg = None if resume else make_config(read_recipe(config) if config else None, **options)
@@ -386,7 +397,15 @@ def sample(
     cfg = SampleConfig(**sampling, num=num, seed=seed)  # bad numbers fail before the checkpoint is read
     net, meta = _load(**checkpoint)
     data = meta.config.data
-    poems = write_poems(net, meta.vocab, first, cfg, seq_len=data.seq_len, keep_commas=data.keep_commas)
+    poems = write_poems(
+        net,
+        meta.vocab,
+        first,
+        cfg,
+        seq_len=data.seq_len,
+        keep_commas=data.keep_commas,
+        control_tokens=data.control_tokens,
+    )
     out.print("\n\n".join(format_poem(p) for p in poems), highlight=False)
 
 

@@ -34,8 +34,18 @@ class DataConfig:
     test_fraction: float = 0.2  # the 4:1 split
     split_seed: int = 0
     max_poems: int = 0  # use only the first N poems (0: all); for tests and quick looks
+    control_tokens: bool = False  # write each poem's form, rhyme group and tone pattern in front of it (control.py)
+    forms: tuple[str, ...] = ()  # keep only poems of these forms (control.FORMS), on both sides of the split
 
     def __post_init__(self) -> None:
+        from poemctl.control import FORMS
+
+        unknown = [f for f in self.forms if f not in FORMS]
+        _check(not unknown, f"--forms: unknown form '{unknown[0] if unknown else ''}' (forms: {', '.join(FORMS)})")
+        _check(
+            not self.forms or self.keep_commas or self.control_tokens,
+            "--forms needs --keep-commas or --control-tokens (without either, lines cannot be told apart)",
+        )
         _check(self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}")
         _check(self.seq_len >= 2, f"--seq-len must be at least 2, got {self.seq_len}")
         _check(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}")
@@ -110,6 +120,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # cosine and linear end at lr × this
     plateau_factor: float = 0.5  # plateau: the learning rate is multiplied by this …
     plateau_patience: int = 0  # … after this many evaluations without a new best, plus one
+    init_from: str = ""  # start from this checkpoint's weights and vocabulary (a second stage of training)
 
     def __post_init__(self) -> None:
         _check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule}")

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, TensorDataset
 
+from poemctl import control
 from poemctl.config import DataConfig
 from poemctl.corpus import corpus_files, corpus_hash, read_poems
 from poemctl.errors import PoemctlError
@@ -95,15 +96,30 @@ class Preprocessor:
             import opencc
 
             self._t2s = opencc.OpenCC("t2s")
+        self._prosody = None
+        if cfg.control_tokens:
+            from poemctl.prosody import Prosody
+
+            self._prosody = Prosody()
 
     def __call__(self, text: str) -> str:
-        """Simplified script, no whitespace (a space is the padding), no "，" unless asked to keep it."""
+        """Simplified script, no whitespace (a space is the padding), no "，" unless asked to keep it; with
+        control tokens, the poem's form, rhyme group and tone pattern in front (read before "，" goes)."""
         if self._t2s is not None:
             text = self._t2s.convert(text)
         text = "".join(text.split())
+        head = control.prefix(text, self._prosody) if self._prosody is not None else ""
         if not self.cfg.keep_commas:
             text = text.replace("，", "")
-        return text
+        return head + text
+
+
+def form_of(poem: str) -> str:
+    """The form of a preprocessed poem (control.FORMS): its form token's, else its lines'."""
+    found = control.name_of(poem[0]) if poem else None
+    if found is not None and found[0] == "form":
+        return found[1]
+    return control.form_of(control.lines_of(poem))
 
 
 def encode_rows(poems: list[str], vocab: Vocab, seq_len: int) -> np.ndarray:
@@ -163,6 +179,11 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
     vocab = vocab or build_vocab(poems, cfg.min_freq)
     rows = torch.from_numpy(encode_rows(poems, vocab, cfg.seq_len))
     train_idx, test_idx = split_indices(len(rows), cfg.test_fraction, cfg.split_seed)
+    if cfg.forms:  # after the split: a subset's test poems are test poems of the whole corpus too
+        kept = np.array([form_of(p) in cfg.forms for p in poems])
+        train_idx, test_idx = train_idx[kept[train_idx]], test_idx[kept[test_idx]]
+        if not len(train_idx) or not len(test_idx):
+            raise PoemctlError(f"the corpus at {cfg.corpus} holds too few poems of the forms {', '.join(cfg.forms)}")
     corpus = Corpus(vocab, rows[train_idx].contiguous(), rows[test_idx].contiguous(), digest)
     with contextlib.suppress(PoemctlError):  # an unwritable cache only costs time
         atomic_write(

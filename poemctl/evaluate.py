@@ -36,6 +36,7 @@ def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None
             replace(cfg, num=share, seed=(cfg.seed or 0) + i),
             seq_len=data.seq_len,
             keep_commas=data.keep_commas,
+            control_tokens=data.control_tokens,
             prosody=prosody,
         )
         seconds += time.perf_counter() - t

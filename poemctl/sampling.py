@@ -12,6 +12,7 @@ import random
 
 import torch
 
+from poemctl import control
 from poemctl.config import SampleConfig
 from poemctl.data import Vocab, is_normal
 from poemctl.errors import PoemctlError
@@ -111,9 +112,14 @@ def write_poems(
     *,
     seq_len: int = 80,
     keep_commas: bool = False,
+    control_tokens: bool = False,
     prosody: Prosody | None = None,
 ) -> list[list[str]]:
-    """cfg.num poems starting with first (or the acrostic's characters); each poem a list of lines."""
+    """cfg.num poems starting with first (or the acrostic's characters); each poem a list of lines.
+
+    With control_tokens (a model trained with them), each poem starts with its form's token; the model
+    then draws its rhyme group's and tone pattern's tokens from its own distribution over them.
+    """
     lines = len(cfg.acrostic) if cfg.acrostic else cfg.lines
     starts = [_check_start(vocab, ch, "acrostic character") for ch in cfg.acrostic] if cfg.acrostic else []
     if not starts:
@@ -136,10 +142,24 @@ def write_poems(
     device = next(model.parameters()).device
     ends = [line_end(vocab, k, lines, keep_commas) for k in range(lines)]
     # Training rows are padded in front: read as much padding as a poem of this length had.
-    length = lines * cfg.chars + sum(e is not None for e in ends)
+    length = lines * cfg.chars + sum(e is not None for e in ends) + (len(control.ORDER) if control_tokens else 0)
     prefix = torch.full((N, max(seq_len - length, 1)), vocab.pad_id, device=device)
+    if control_tokens:
+        form = control.form_of(["x" * cfg.chars] * lines)
+        prefix = torch.cat([prefix, torch.full((N, 1), vocab.index[control.token("form", form)], device=device)], 1)
     out = model(prefix)
     state, logits = out.state, out.logits[:, -1]
+    if control_tokens:
+        for kind in control.ORDER[1:]:
+            ids = torch.tensor([vocab.index[c] for c in control.tokens(kind) if c in vocab])
+            picks = ids[torch.multinomial(torch.softmax(logits.float().cpu()[:, ids], -1), 1, generator=gen)[:, 0]]
+            if kind == "rhyme" and cfg.rhyme:  # --rhyme keeps to the group the model chose, where it has one
+                for b, p in enumerate(picks.tolist()):
+                    group = control.name_of(vocab.tokens[p])[1]
+                    if group in masks.groups:
+                        row_groups[b] = torch.tensor([g == group for g in masks.groups])
+            out = model(picks[:, None].to(device), state=state)
+            state, logits = out.state, out.logits[:, -1]
     poems = [["" for _ in range(lines)] for _ in range(N)]
     for k in range(lines):
         for pos in range(cfg.chars):

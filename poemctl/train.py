@@ -85,6 +85,18 @@ def read_run_config(run_dir: Path) -> RunConfig:
         raise PoemctlError(f"{run_dir} is not a poemctl run folder (config.json: {e})") from None
 
 
+def _initial_weights(cfg: RunConfig) -> tuple[dict, object]:
+    """The weights and vocabulary of cfg.train.init_from, checked against cfg's model shape."""
+    start, meta = checkpoint.load(cfg.train.init_from)
+    have, want = meta.config.model, cfg.model
+    if (have.embedding, have.hidden) != (want.embedding, want.hidden):
+        raise PoemctlError(
+            f"--init-from {cfg.train.init_from}: its model has E={have.embedding}, H={have.hidden}; "
+            f"give --embedding {have.embedding} --hidden {have.hidden}"
+        )
+    return start.state_dict(), meta.vocab
+
+
 def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -> RunResult:
     """Train a model by cfg (or continue the run in resume) and return where its checkpoints are."""
     if resume is not None:
@@ -116,11 +128,14 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     make_optimizer(optimizer_factory, [torch.nn.Parameter(torch.zeros(1))], cfg)  # bad arguments fail now
 
     set_seed(cfg.train.seed)
+    start = _initial_weights(cfg) if cfg.train.init_from else None
     with accelerator.main_process_first():  # the main process builds the cache, the others read it
-        corpus = load_corpus(cfg.data)
+        corpus = load_corpus(cfg.data, vocab=start[1] if start else None)
     run_dir = resume or (make_run_dir(cfg.train.out, cfg.train.model) if main else None)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(corpus.vocab)))
     model = model_cls(cfg.model)
+    if start is not None and resume is None:
+        model.load_state_dict(start[0])
     gpu_modes.use(model, cfg.train)
     optimizer = make_optimizer(optimizer_factory, model.parameters(), cfg)
     train_dl = batches(corpus.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
