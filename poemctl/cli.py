@@ -418,22 +418,34 @@ def evaluate(
     first: str = typer.Option("", help="Start every poem with this character (default: 月, 山, 春, … in turn)."),
     seed: int | None = typer.Option(0, help="Seed for the poems."),
     corpus: str | None = typer.Option(None, help="Corpus for the copy rate (default: the checkpoint's)."),
+    text: Path | None = typer.Option(
+        None, help="Score the poems of this UTF-8 file instead (one a line, or one a paragraph)."
+    ),
+    real: bool = typer.Option(False, help="Score N real poems of --lines × --chars from the test split instead."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics to this JSON file."),
     sampling: dict | None = None,
     checkpoint: dict | None = None,
 ) -> None:
-    """Write N poems and report form validity, rhyme and tone rates, copy rate, distinct-1/2, time per poem."""
+    """Write N poems and report form validity, rhyme and tone rates, copy rate, distinct-1/2, time per poem;
+    or score poems from a file (--text) or real poems of the test split (--real) the same way."""
     from rich.table import Table
 
-    from poemctl.evaluate import evaluate as run_evaluate
+    from poemctl import evaluate as ev
     from poemctl.files import atomic_write_bytes
 
     cfg = SampleConfig(**sampling, num=num, seed=seed)
+    if text is not None and real:
+        raise PoemctlError("give --text or --real, not both")
     net, meta = _load(**checkpoint)
-    stats = run_evaluate(net, meta, cfg, first, corpus)
-    table = Table(
-        "statistic", "value", title=f"{stats.poems} poems, {len(cfg.acrostic) or cfg.lines}×{cfg.chars}, {cfg.strategy}"
-    )
+    lines = len(cfg.acrostic) or cfg.lines
+    if text is not None:
+        stats, what = ev.score_poems(meta, ev.read_poem_file(text), lines, cfg.chars, corpus), str(text)
+    elif real:
+        poems = ev.real_poems(meta, lines, cfg.chars, num, seed or 0, corpus)
+        stats, what = ev.score_poems(meta, poems, lines, cfg.chars, corpus), "real poems of the test split"
+    else:
+        stats, what = ev.evaluate(net, meta, cfg, first, corpus), cfg.strategy
+    table = Table("statistic", "value", title=f"{stats.poems} poems, {lines}×{cfg.chars}, {what}")
     for key, value in stats.as_dict().items():
         shown = str(value) if key == "poems" else f"{value:.2f}" if key == "ms_per_poem" else f"{value:.1%}"
         table.add_row(key, shown)

@@ -163,6 +163,25 @@ def cache_path(cfg: DataConfig, digest: str, vocab: Vocab | None) -> Path:
     return Path(cfg.cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
 
 
+def _split(cfg: DataConfig, poems: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of the training and test poems: the seeded 4:1 split, then the form filter."""
+    train_idx, test_idx = split_indices(len(poems), cfg.test_fraction, cfg.split_seed)
+    if cfg.forms:  # after the split: a subset's test poems are test poems of the whole corpus too
+        kept = np.array([form_of(p) in cfg.forms for p in poems])
+        train_idx, test_idx = train_idx[kept[train_idx]], test_idx[kept[test_idx]]
+        if not len(train_idx) or not len(test_idx):
+            raise PoemctlError(f"the corpus at {cfg.corpus} holds too few poems of the forms {', '.join(cfg.forms)}")
+    return train_idx, test_idx
+
+
+def split_poems(cfg: DataConfig) -> tuple[list[str], list[str]]:
+    """The preprocessed training and test poems as text, whole (not cut to rows), as load_corpus splits them."""
+    files = corpus_files(cfg.corpus)
+    poems = prepare_poems(cfg, read_poems(files, cfg.max_poems), f"the corpus at {cfg.corpus}")
+    train_idx, test_idx = _split(cfg, poems)
+    return [poems[i] for i in train_idx], [poems[i] for i in test_idx]
+
+
 def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
     """The encoded corpus by cfg, from the cache when it is there; vocab forces a vocabulary (scoring)."""
     files = corpus_files(cfg.corpus)
@@ -178,12 +197,7 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
     poems = prepare_poems(cfg, read_poems(files, cfg.max_poems), f"the corpus at {cfg.corpus}")
     vocab = vocab or build_vocab(poems, cfg.min_freq)
     rows = torch.from_numpy(encode_rows(poems, vocab, cfg.seq_len))
-    train_idx, test_idx = split_indices(len(rows), cfg.test_fraction, cfg.split_seed)
-    if cfg.forms:  # after the split: a subset's test poems are test poems of the whole corpus too
-        kept = np.array([form_of(p) in cfg.forms for p in poems])
-        train_idx, test_idx = train_idx[kept[train_idx]], test_idx[kept[test_idx]]
-        if not len(train_idx) or not len(test_idx):
-            raise PoemctlError(f"the corpus at {cfg.corpus} holds too few poems of the forms {', '.join(cfg.forms)}")
+    train_idx, test_idx = _split(cfg, poems)
     corpus = Corpus(vocab, rows[train_idx].contiguous(), rows[test_idx].contiguous(), digest)
     with contextlib.suppress(PoemctlError):  # an unwritable cache only costs time
         atomic_write(

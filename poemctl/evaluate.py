@@ -1,12 +1,21 @@
-"""Write N poems from a checkpoint and score them: form, rhyme, tones, copying, diversity, time per poem."""
+"""Poems scored: form, rhyme, tones, copying, diversity. Written by a checkpoint, read from a file, or real.
+
+The copy rate counts lines found verbatim in the training poems: every training poem of the checkpoint's
+corpus and preset, whatever form filter its last stage had (a quatrain stage's model read the whole
+corpus before it).
+"""
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import replace
+from pathlib import Path
 
-from poemctl.config import SampleConfig
-from poemctl.data import load_corpus
+from poemctl import control
+from poemctl.config import DataConfig, SampleConfig
+from poemctl.data import split_poems
+from poemctl.errors import PoemctlError
 from poemctl.poem_stats import PoemStats, line_set, poem_stats
 from poemctl.prosody import Prosody
 from poemctl.sampling import write_poems
@@ -14,13 +23,22 @@ from poemctl.sampling import write_poems
 STARTS = "月山春风花秋江云日夜"  # the start characters taken in turn when none is given
 
 
+def _data(meta, corpus: str | None) -> DataConfig:
+    data = meta.config.data
+    return data if corpus is None else replace(data, corpus=corpus)
+
+
+def training_lines(data: DataConfig, chars: int) -> set[str]:
+    """Every run of chars characters in the training poems of data's corpus and preset (no form filter)."""
+    train, _ = split_poems(replace(data, forms=()))
+    return line_set(train, chars)
+
+
 def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None = None) -> PoemStats:
     """cfg.num poems from the loaded checkpoint (model, meta), starting with first (default: STARTS in turn,
     one batch each), scored against the training poems of the checkpoint's corpus (or of corpus)."""
-    data = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
-    train_rows = load_corpus(data, vocab=meta.vocab).train
-    pad = meta.vocab.pad_id
-    seen = line_set([meta.vocab.decode(r[r != pad].tolist()) for r in train_rows], cfg.chars)
+    data = _data(meta, corpus)
+    seen = training_lines(data, cfg.chars)
     prosody = Prosody()
     starts = list(first) or [c for c in STARTS if c in meta.vocab]
     poems, seconds = [], 0.0
@@ -41,3 +59,34 @@ def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None
         )
         seconds += time.perf_counter() - t
     return poem_stats(poems, len(cfg.acrostic) or cfg.lines, cfg.chars, seconds, seen, prosody)
+
+
+def read_poem_file(path: str | Path) -> list[list[str]]:
+    """The poems of a UTF-8 file, one a line, each cut into lines at its punctuation (as `sample` prints them,
+    with the lines of a poem on one line, or one poem per paragraph)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PoemctlError(f"cannot read {path}: {e}") from None
+    blocks = [b for b in text.split("\n\n") if b.strip()] if "\n\n" in text else text.splitlines()
+    poems = [control.lines_of("".join(b.split())) for b in blocks]
+    poems = [p for p in poems if p]
+    if not poems:
+        raise PoemctlError(f"{path} holds no poem")
+    return poems
+
+
+def score_poems(meta, poems: list[list[str]], lines: int, chars: int, corpus: str | None = None) -> PoemStats:
+    """Poems given as text (a file, real ones), scored like the checkpoint's own (no time per poem)."""
+    return poem_stats(poems, lines, chars, 0.0, training_lines(_data(meta, corpus), chars), Prosody())
+
+
+def real_poems(meta, lines: int, chars: int, num: int, seed: int = 0, corpus: str | None = None) -> list[list[str]]:
+    """num real poems of lines × chars from the test split of the checkpoint's corpus, drawn with seed."""
+    data = replace(_data(meta, corpus), forms=(), keep_commas=True, control_tokens=False)  # the lines, plainly
+    _, test = split_poems(data)
+    found = [ls for p in test if len(ls := control.lines_of(p)) == lines and all(len(x) == chars for x in ls)]
+    if not found:
+        raise PoemctlError(f"the test split holds no poem of {lines} lines of {chars} characters")
+    random.Random(seed).shuffle(found)
+    return found[:num]
