@@ -69,9 +69,10 @@ class CheckpointMeta:
             raise PoemctlError(f"{path} has broken poemctl metadata ({e})") from None
 
 
-def save(path: str | Path, model: PoemModel, meta: CheckpointMeta) -> None:
-    """Write model's canonical tensors and meta to path, atomically."""
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+def save(path: str | Path, model: PoemModel, meta: CheckpointMeta, dtype: torch.dtype = torch.float32) -> None:
+    """Write model's canonical tensors (in dtype: float32, or float16 to halve the file) and meta to path,
+    atomically. Loading turns them into the model's float32 whatever they were saved in."""
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_strings()))
 
 
@@ -102,6 +103,9 @@ def load(path: str | Path, model_name: str | None = None) -> tuple[PoemModel, Ch
         raise PoemctlError(f"{path} does not fit this model: {first}") from None
     model.eval()
     return model, meta
+
+
+BUNDLED = Path(__file__).with_name("bundled") / "poem.safetensors"  # the poem model shipped with poemctl
 
 
 def latest(out: str | Path) -> Path:

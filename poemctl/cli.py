@@ -372,10 +372,19 @@ def with_options(options: dict, into: str):
 
 
 def _load(ckpt: Path | None, runs: str, model: str | None):
-    """The checkpoint's model and metadata: ckpt, else the most recent run's best under runs."""
+    """The checkpoint's model and metadata: ckpt, else the most recent run's best under runs, else the model
+    bundled with poemctl (saying so on stderr)."""
     from poemctl import checkpoint
 
-    return checkpoint.load(ckpt or checkpoint.latest(runs), model)
+    if ckpt is None:
+        try:
+            ckpt = checkpoint.latest(runs)
+        except PoemctlError:
+            if not checkpoint.BUNDLED.is_file():
+                raise
+            ckpt = checkpoint.BUNDLED
+            err.print(f"no run under {runs}/: writing with the model bundled with poemctl", highlight=False)
+    return checkpoint.load(ckpt, model)
 
 
 @app.command()
@@ -438,13 +447,18 @@ def evaluate(
         raise PoemctlError("give --text or --real, not both")
     net, meta = _load(**checkpoint)
     lines = len(cfg.acrostic) or cfg.lines
+
+    def say(message: str) -> None:  # only for the checkpoint's own corpus: one the user names must be there
+        err.print(message, markup=False, highlight=False)
+
+    say = say if corpus is None else None
     if text is not None:
-        stats, what = ev.score_poems(meta, ev.read_poem_file(text), lines, cfg.chars, corpus), str(text)
+        stats, what = ev.score_poems(meta, ev.read_poem_file(text), lines, cfg.chars, corpus, say), str(text)
     elif real:
         poems = ev.real_poems(meta, lines, cfg.chars, num, seed or 0, corpus)
-        stats, what = ev.score_poems(meta, poems, lines, cfg.chars, corpus), "real poems of the test split"
+        stats, what = ev.score_poems(meta, poems, lines, cfg.chars, corpus, say), "real poems of the test split"
     else:
-        stats, what = ev.evaluate(net, meta, cfg, first, corpus), cfg.strategy
+        stats, what = ev.evaluate(net, meta, cfg, first, corpus, say), cfg.strategy
     table = Table("statistic", "value", title=f"{stats.poems} poems, {lines}×{cfg.chars}, {what}")
     for key, value in stats.as_dict().items():
         shown = str(value) if key == "poems" else f"{value:.2f}" if key == "ms_per_poem" else f"{value:.1%}"

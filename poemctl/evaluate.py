@@ -14,6 +14,7 @@ from pathlib import Path
 
 from poemctl import control
 from poemctl.config import DataConfig, SampleConfig
+from poemctl.corpus import corpus_files
 from poemctl.data import split_poems
 from poemctl.errors import PoemctlError
 from poemctl.poem_stats import PoemStats, line_set, poem_stats
@@ -28,17 +29,26 @@ def _data(meta, corpus: str | None) -> DataConfig:
     return data if corpus is None else replace(data, corpus=corpus)
 
 
-def training_lines(data: DataConfig, chars: int) -> set[str]:
-    """Every run of chars characters in the training poems of data's corpus and preset (no form filter)."""
+def training_lines(data: DataConfig, chars: int, say=None) -> set[str] | None:
+    """Every run of chars characters in the training poems of data's corpus and preset (no form filter). Where
+    the corpus is not there: with say (the checkpoint's own corpus, e.g. the bundled model's on a machine
+    without it), None, saying why; without say (a corpus the user named), the error."""
+    try:
+        corpus_files(data.corpus)  # is it there?
+    except PoemctlError as e:
+        if say is None:
+            raise
+        say(f"warning: the copy rate is not measured: {e}")
+        return None
     train, _ = split_poems(replace(data, forms=()))
     return line_set(train, chars)
 
 
-def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None = None) -> PoemStats:
+def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None = None, say=None) -> PoemStats:
     """cfg.num poems from the loaded checkpoint (model, meta), starting with first (default: STARTS in turn,
     one batch each), scored against the training poems of the checkpoint's corpus (or of corpus)."""
     data = _data(meta, corpus)
-    seen = training_lines(data, cfg.chars)
+    seen = training_lines(data, cfg.chars, say)
     prosody = Prosody()
     starts = list(first) or [c for c in STARTS if c in meta.vocab]
     poems, seconds = [], 0.0
@@ -76,9 +86,9 @@ def read_poem_file(path: str | Path) -> list[list[str]]:
     return poems
 
 
-def score_poems(meta, poems: list[list[str]], lines: int, chars: int, corpus: str | None = None) -> PoemStats:
+def score_poems(meta, poems: list[list[str]], lines: int, chars: int, corpus: str | None = None, say=None) -> PoemStats:
     """Poems given as text (a file, real ones), scored like the checkpoint's own (no time per poem)."""
-    return poem_stats(poems, lines, chars, 0.0, training_lines(_data(meta, corpus), chars), Prosody())
+    return poem_stats(poems, lines, chars, 0.0, training_lines(_data(meta, corpus), chars, say), Prosody())
 
 
 def real_poems(meta, lines: int, chars: int, num: int, seed: int = 0, corpus: str | None = None) -> list[list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from poemctl.data import is_normal
@@ -16,7 +17,7 @@ class PoemStats:
     form_valid: float  # exactly `lines` lines of `chars` normal characters
     rhymed: float  # even lines (and line 1 if it can) end in one 平声 rhyme group
     tonal: float  # follows a regular 平仄 pattern
-    copy_rate: float  # share of lines found verbatim in the training poems
+    copy_rate: float  # share of lines found verbatim in the training poems (nan: no corpus to look in)
     distinct_1: float  # distinct characters / characters
     distinct_2: float  # distinct in-line bigrams / bigrams
     ms_per_poem: float
@@ -36,8 +37,9 @@ def line_set(training_text: list[str], chars: int) -> set[str]:
     return {t[i : i + chars] for t in training_text for i in range(len(t) - chars + 1)}
 
 
-def poem_stats(poems, lines: int, chars: int, seconds: float, seen: set[str], prosody: Prosody) -> PoemStats:
-    """The statistics of poems (lists of lines) written in `seconds`; seen: line_set of the training poems."""
+def poem_stats(poems, lines: int, chars: int, seconds: float, seen: set[str] | None, prosody: Prosody) -> PoemStats:
+    """The statistics of poems (lists of lines) written in `seconds`; seen: line_set of the training poems, or
+    None where there is none (the copy rate is then nan)."""
     n = len(poems)
     all_lines = [line for p in poems for line in p]
     unigrams = [ch for line in all_lines for ch in line]
@@ -47,7 +49,7 @@ def poem_stats(poems, lines: int, chars: int, seconds: float, seen: set[str], pr
         form_valid=sum(valid_form(p, lines, chars) for p in poems) / n,
         rhymed=sum(prosody.rhymed(p) for p in poems) / n,
         tonal=sum(prosody.tonal(p) for p in poems) / n,
-        copy_rate=sum(line in seen for line in all_lines) / max(len(all_lines), 1),
+        copy_rate=sum(line in seen for line in all_lines) / max(len(all_lines), 1) if seen is not None else math.nan,
         distinct_1=len(set(unigrams)) / max(len(unigrams), 1),
         distinct_2=len(set(bigrams)) / max(len(bigrams), 1),
         ms_per_poem=seconds * 1000 / n,

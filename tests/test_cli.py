@@ -234,3 +234,26 @@ def test_train_from_a_recipe(tmp_path):
 
 def test_resume_takes_no_recipe(tmp_path, trained):
     _one_line_error(run("train", "--resume", trained, "--config", tmp_path / "r.toml"), "--resume uses the run's own")
+
+
+def test_without_a_run_sample_and_evaluate_use_the_bundled_model(trained, tmp_path, monkeypatch):
+    from poemctl import checkpoint
+
+    monkeypatch.setattr(checkpoint, "BUNDLED", trained / "best.safetensors")
+    monkeypatch.chdir(tmp_path)  # an empty folder: no runs/
+    result = run("sample", "月", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "bundled" in result.stderr and result.stdout.startswith("月")
+    assert run("evaluate", "--num", "3").exit_code == 0
+    # a checkpoint whose corpus is not on this machine (as the bundled model's): no copy rate, a warning
+    from dataclasses import replace
+
+    model, meta = checkpoint.load(trained / "best.safetensors")
+    away = replace(meta.config, data=replace(meta.config.data, corpus="data/chinese-poetry"))
+    checkpoint.save(tmp_path / "away.safetensors", model, replace(meta, config=away))
+    moved = run("evaluate", "--num", "3", "--ckpt", tmp_path / "away.safetensors")
+    assert moved.exit_code == 0 and "copy rate is not measured" in moved.stderr
+    assert re.search(r"copy_rate\s*│\s*nan", moved.stdout), moved.stdout
+    _one_line_error(run("evaluate", "--num", "3", "--corpus", tmp_path / "nowhere"), "no corpus at")
+    monkeypatch.setattr(checkpoint, "BUNDLED", tmp_path / "missing.safetensors")
+    _one_line_error(run("sample", "月"), "no checkpoint under runs/")
