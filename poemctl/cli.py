@@ -405,16 +405,7 @@ def sample(
         raise PoemctlError(f"give one start character, got '{first}'")
     cfg = SampleConfig(**sampling, num=num, seed=seed)  # bad numbers fail before the checkpoint is read
     net, meta = _load(**checkpoint)
-    data = meta.config.data
-    poems = write_poems(
-        net,
-        meta.vocab,
-        first,
-        cfg,
-        seq_len=data.seq_len,
-        keep_commas=data.keep_commas,
-        control_tokens=data.control_tokens,
-    )
+    poems = write_poems(net, meta.vocab, first, cfg, data=meta.config.data)
     out.print("\n\n".join(format_poem(p) for p in poems), highlight=False)
 
 

@@ -36,12 +36,14 @@ class DataConfig:
     max_poems: int = 0  # use only the first N poems (0: all); for tests and quick looks
     control_tokens: bool = False  # write each poem's form, rhyme group and tone pattern in front of it (control.py)
     forms: tuple[str, ...] = ()  # keep only poems of these forms (control.FORMS), on both sides of the split
+    rhyme_marks: bool = False  # the rhyme group's token again before the last character of each even line
 
     def __post_init__(self) -> None:
         from poemctl.control import FORMS
 
         unknown = [f for f in self.forms if f not in FORMS]
         _check(not unknown, f"--forms: unknown form '{unknown[0] if unknown else ''}' (forms: {', '.join(FORMS)})")
+        _check(not self.rhyme_marks or self.control_tokens, "--rhyme-marks needs --control-tokens")
         _check(
             not self.forms or self.keep_commas or self.control_tokens,
             "--forms needs --keep-commas or --control-tokens (without either, lines cannot be told apart)",

@@ -86,3 +86,24 @@ def prefix(text: str, prosody: Prosody) -> str:
         + token("rhyme", rhyme_of(lines, prosody))
         + token("tones", pattern_of(lines, prosody))
     )
+
+
+def with_rhyme_marks(text: str, group: str) -> str:
+    """text with the rhyme group's token before the last character of each even line, where the rhyme falls
+    (--rhyme-marks); unchanged for a poem whose group is NONE."""
+    if group == NONE:
+        return text
+    mark, out, start, line_no = token("rhyme", group), [], 0, 0
+    for m in LINE_BREAKS.finditer(text + "。"):  # a poem cut off before its last mark still has a last line
+        line = text[start : m.start()]
+        line_no += bool(line)
+        if line and line_no % 2 == 0:
+            line = line[:-1] + mark + line[-1]
+        out.append(line + text[m.start() : m.end()])
+        start = m.end()
+    return "".join(out)
+
+
+def without_tokens(text: str) -> str:
+    """text with its control tokens taken out."""
+    return "".join(ch for ch in text if name_of(ch) is None)

@@ -104,11 +104,14 @@ class Preprocessor:
 
     def __call__(self, text: str) -> str:
         """Simplified script, no whitespace (a space is the padding), no "，" unless asked to keep it; with
-        control tokens, the poem's form, rhyme group and tone pattern in front (read before "，" goes)."""
+        control tokens, the poem's form, rhyme group and tone pattern in front (read before "，" goes), and
+        with rhyme marks the group's token again before each even line's last character."""
         if self._t2s is not None:
             text = self._t2s.convert(text)
         text = "".join(text.split())
         head = control.prefix(text, self._prosody) if self._prosody is not None else ""
+        if self.cfg.rhyme_marks:
+            text = control.with_rhyme_marks(text, control.name_of(head[1])[1])
         if not self.cfg.keep_commas:
             text = text.replace("，", "")
         return head + text

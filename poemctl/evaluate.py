@@ -41,7 +41,7 @@ def training_lines(data: DataConfig, chars: int, say=None) -> set[str] | None:
         say(f"warning: the copy rate is not measured: {e}")
         return None
     train, _ = split_poems(replace(data, forms=()))
-    return line_set(train, chars)
+    return line_set([control.without_tokens(p) for p in train], chars)
 
 
 def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None = None, say=None) -> PoemStats:
@@ -62,9 +62,7 @@ def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None
             meta.vocab,
             start,
             replace(cfg, num=share, seed=(cfg.seed or 0) + i),
-            seq_len=data.seq_len,
-            keep_commas=data.keep_commas,
-            control_tokens=data.control_tokens,
+            data=data,
             prosody=prosody,
         )
         seconds += time.perf_counter() - t
@@ -93,7 +91,7 @@ def score_poems(meta, poems: list[list[str]], lines: int, chars: int, corpus: st
 
 def real_poems(meta, lines: int, chars: int, num: int, seed: int = 0, corpus: str | None = None) -> list[list[str]]:
     """num real poems of lines × chars from the test split of the checkpoint's corpus, drawn with seed."""
-    data = replace(_data(meta, corpus), forms=(), keep_commas=True, control_tokens=False)  # the lines, plainly
+    data = replace(_data(meta, corpus), forms=(), keep_commas=True, control_tokens=False, rhyme_marks=False)
     _, test = split_poems(data)
     found = [ls for p in test if len(ls := control.lines_of(p)) == lines and all(len(x) == chars for x in ls)]
     if not found:

@@ -13,7 +13,7 @@ import random
 import torch
 
 from poemctl import control
-from poemctl.config import SampleConfig
+from poemctl.config import DataConfig, SampleConfig
 from poemctl.data import Vocab, is_normal
 from poemctl.errors import PoemctlError
 from poemctl.models.base import PoemModel
@@ -110,16 +110,17 @@ def write_poems(
     first: str,
     cfg: SampleConfig,
     *,
-    seq_len: int = 80,
-    keep_commas: bool = False,
-    control_tokens: bool = False,
+    data: DataConfig | None = None,
     prosody: Prosody | None = None,
 ) -> list[list[str]]:
     """cfg.num poems starting with first (or the acrostic's characters); each poem a list of lines.
 
-    With control_tokens (a model trained with them), each poem starts with its form's token; the model
-    then draws its rhyme group's and tone pattern's tokens from its own distribution over them.
+    data is the preset the model was trained on (default: the course's): its row length, its line ends,
+    and its control tokens. With control tokens each poem starts with its form's token; the model then draws
+    its rhyme group's and tone pattern's tokens from its own distribution over them. With rhyme marks the
+    drawn group's token is written again before the last character of each even line, as in training.
     """
+    data = data or DataConfig()
     lines = len(cfg.acrostic) if cfg.acrostic else cfg.lines
     starts = [_check_start(vocab, ch, "acrostic character") for ch in cfg.acrostic] if cfg.acrostic else []
     if not starts:
@@ -140,19 +141,24 @@ def write_poems(
 
     model.eval()
     device = next(model.parameters()).device
-    ends = [line_end(vocab, k, lines, keep_commas) for k in range(lines)]
+    ends = [line_end(vocab, k, lines, data.keep_commas) for k in range(lines)]
     # Training rows are padded in front: read as much padding as a poem of this length had.
-    length = lines * cfg.chars + sum(e is not None for e in ends) + (len(control.ORDER) if control_tokens else 0)
-    prefix = torch.full((N, max(seq_len - length, 1)), vocab.pad_id, device=device)
-    if control_tokens:
+    length = lines * cfg.chars + sum(e is not None for e in ends) + (len(control.ORDER) if data.control_tokens else 0)
+    length += lines // 2 if data.rhyme_marks else 0
+    prefix = torch.full((N, max(data.seq_len - length, 1)), vocab.pad_id, device=device)
+    marks = None  # with rhyme marks: the group token each row writes before its rhymes (−1: none)
+    if data.control_tokens:
         form = control.form_of(["x" * cfg.chars] * lines)
         prefix = torch.cat([prefix, torch.full((N, 1), vocab.index[control.token("form", form)], device=device)], 1)
     out = model(prefix)
     state, logits = out.state, out.logits[:, -1]
-    if control_tokens:
+    if data.control_tokens:
         for kind in control.ORDER[1:]:
             ids = torch.tensor([vocab.index[c] for c in control.tokens(kind) if c in vocab])
             picks = ids[torch.multinomial(torch.softmax(logits.float().cpu()[:, ids], -1), 1, generator=gen)[:, 0]]
+            if kind == "rhyme" and data.rhyme_marks:
+                none = vocab.index.get(control.token("rhyme", control.NONE), -1)
+                marks = torch.where(picks == none, -1, picks)
             if kind == "rhyme" and cfg.rhyme:  # --rhyme keeps to the group the model chose, where it has one
                 for b, p in enumerate(picks.tolist()):
                     group = control.name_of(vocab.tokens[p])[1]
@@ -191,6 +197,11 @@ def write_poems(
                 feed.append(torch.full((N,), vocab.index[ends[k]], device=device))
             out = model(torch.stack(feed, 1), state=state)  # (N, 1 or 2): the new characters only
             state, logits = out.state, out.logits[:, -1]
+            if marks is not None and k % 2 == 1 and pos == cfg.chars - 2 and (marks >= 0).any():
+                rows = (marks >= 0).nonzero()[:, 0]  # rows that rhyme: their group's token before the rhyme
+                out = model(marks[rows, None].to(device), state=(state[0][rows], state[1][rows]))
+                state = (state[0].index_copy(0, rows, out.state[0]), state[1].index_copy(0, rows, out.state[1]))
+                logits = logits.index_copy(0, rows.to(logits.device), out.logits[:, -1])
     return poems
 
 

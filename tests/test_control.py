@@ -92,13 +92,11 @@ def test_sampling_a_control_token_model_writes_the_form(poem_run, prosody):
     model, meta = checkpoint.load(poem_run / "last.safetensors")
     assert meta.config.data.control_tokens
     for cfg in (SampleConfig(num=40, seed=1), SampleConfig(num=40, seed=1, rhyme=True), SampleConfig(chars=5, num=5)):
-        poems = write_poems(model, meta.vocab, "月", cfg, seq_len=80, keep_commas=True, control_tokens=True)
+        poems = write_poems(model, meta.vocab, "月", cfg, data=meta.config.data)
         assert all(
             len(p) == 4 and all(len(line) == cfg.chars and all(map(is_normal, line)) for line in p) for p in poems
         )
-    rhymed = write_poems(
-        model, meta.vocab, "月", SampleConfig(num=40, seed=1, rhyme=True), keep_commas=True, control_tokens=True
-    )
+    rhymed = write_poems(model, meta.vocab, "月", SampleConfig(num=40, seed=1, rhyme=True), data=meta.config.data)
     assert all(prosody.rhymed(p) for p in rhymed)
 
 
@@ -112,7 +110,7 @@ def test_the_model_draws_its_rhyme_token_from_its_own_distribution(poem_run, mon
         return real(self, tokens, *a, **k)
 
     monkeypatch.setattr(type(model), "forward", watched)
-    write_poems(model, meta.vocab, "月", SampleConfig(num=64, seed=3), keep_commas=True, control_tokens=True)
+    write_poems(model, meta.vocab, "月", SampleConfig(num=64, seed=3), data=meta.config.data)
     kinds = [{control.name_of(meta.vocab.tokens[i]) for i in step.tolist()} for step in fed[:3]]
     assert {k for k, _ in kinds[0]} == {"form"} and len(kinds[0]) == 1  # forced: 七绝
     assert {k for k, _ in kinds[1]} == {"rhyme"} and len(kinds[1]) > 1  # drawn: several groups among 64 rows
@@ -142,5 +140,5 @@ def test_an_untrained_model_still_writes_valid_poems_with_tokens(poem_run):
 
     torch.manual_seed(0)
     fresh = MODELS.get("numpy-lstm")(meta.config.model)
-    poems = write_poems(fresh, meta.vocab, "山", SampleConfig(num=8, seed=0), keep_commas=True, control_tokens=True)
+    poems = write_poems(fresh, meta.vocab, "山", SampleConfig(num=8, seed=0), data=meta.config.data)
     assert len(poems) == 8 and all(len(line) == 7 for p in poems for line in p)
