@@ -226,6 +226,9 @@ def train(
     cache_dir: str = CacheOpt,
     traditional: bool = typer.Option(_D.traditional, help="Keep traditional characters (no OpenCC t2s)."),
     keep_commas: bool = typer.Option(_D.keep_commas, help="Keep '，' (the course deletes it)."),
+    rhyme_marks: bool = typer.Option(
+        _D.rhyme_marks, help="With --control-tokens: the rhyme group's token again before each even line's rhyme."
+    ),
     control_tokens: bool = typer.Option(
         _D.control_tokens, help="Write each poem's form, rhyme group and tone pattern as tokens in front of it."
     ),

@@ -142,3 +142,47 @@ def test_an_untrained_model_still_writes_valid_poems_with_tokens(poem_run):
     fresh = MODELS.get("numpy-lstm")(meta.config.model)
     poems = write_poems(fresh, meta.vocab, "山", SampleConfig(num=8, seed=0), data=meta.config.data)
     assert len(poems) == 8 and all(len(line) == 7 for p in poems for line in p)
+
+
+def test_rhyme_marks_go_before_each_even_lines_last_character():
+    mark = control.token("rhyme", "下平聲一先")
+    marked = control.with_rhyme_marks(MAPLE_BRIDGE, "下平聲一先")
+    assert marked == MAPLE_BRIDGE.replace("愁眠", f"愁{mark}眠").replace("客船", f"客{mark}船")
+    assert control.with_rhyme_marks(MAPLE_BRIDGE, control.NONE) == MAPLE_BRIDGE
+    assert control.with_rhyme_marks("床前明月光，疑是地上霜", "下平聲七陽").endswith(
+        control.token("rhyme", "下平聲七陽") + "霜"
+    )
+    assert control.without_tokens(marked) == MAPLE_BRIDGE
+
+
+def test_rhyme_marks_need_control_tokens():
+    with pytest.raises(PoemctlError, match="--rhyme-marks needs --control-tokens"):
+        DataConfig(rhyme_marks=True, keep_commas=True)
+
+
+def test_a_marked_model_is_fed_its_group_before_each_rhyme(tmp_path, monkeypatch):
+    args = ["train", *TINY_ARGS, "--keep-commas", "--control-tokens", "--rhyme-marks", "--max-steps", "3"]
+    result = runner.invoke(
+        app, [*args, "--corpus", str(CORPUS), "--cache-dir", str(tmp_path), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "r").iterdir()
+    model, meta = checkpoint.load(run_dir / "last.safetensors")
+    fed = []
+    real = type(model).forward
+
+    def watched(self, tokens, state=None, **k):
+        fed.append((tokens.clone(), None if state is None else len(state[0])))
+        return real(self, tokens, state, **k)
+
+    monkeypatch.setattr(type(model), "forward", watched)
+    poems = write_poems(model, meta.vocab, "月", SampleConfig(num=32, seed=5), data=meta.config.data)
+    assert all(len(p) == 4 and all(len(x) == 7 for x in p) for p in poems)
+    rhyme = {meta.vocab.index[c] for c in control.tokens("rhyme") if c in meta.vocab}
+    drawn = fed[1][0][:, -1].tolist()  # the rhyme tokens the model drew, one a row (fed[0]: padding and form)
+    marked = [(t, n) for t, n in fed[3:] if set(t[:, -1].tolist()) <= rhyme and t.shape[1] == 1]
+    none = meta.vocab.index[control.token("rhyme", control.NONE)]
+    rows = sum(d != none for d in drawn)
+    assert len(marked) == (2 if rows else 0)  # lines 2 and 4
+    for tokens, n in marked:  # only the rows that drew a group, each with its own group
+        assert n == rows and tokens[:, 0].tolist() == [d for d in drawn if d != none]
