@@ -118,3 +118,15 @@ def latest(out: str | Path) -> Path:
         raise PoemctlError(f"no checkpoint under {out}/; train one with `poemctl train` or pass --ckpt")
     best = runs[-1] / "best.safetensors"
     return best if best.is_file() else runs[-1] / "last.safetensors"
+
+
+def halve(src: str | Path, dst: str | Path) -> None:
+    """Write the checkpoint src again at dst with float16 tensors (the bundled model's form)."""
+    model, meta = load(src)
+    save(dst, model, meta, dtype=torch.float16)
+
+
+if __name__ == "__main__":  # python -m poemctl.checkpoint SRC DST: a float16 copy
+    import sys
+
+    halve(*sys.argv[1:3])

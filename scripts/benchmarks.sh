@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full-corpus benchmarks reported in docs/benchmarks.md and docs/speed.md (not tests); each writes under $OUT (default bench-out/).
-# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems]...
+# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems|poem-model]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:?corpus folder, e.g. ../shared/chinese-poetry}; shift
@@ -44,6 +44,18 @@ PY
       poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --corpus "$CORPUS" --json "$OUT/poems-rhyme.json"
       poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --tones --corpus "$CORPUS" --json "$OUT/poems-tones.json"
       poemctl sample 月 --ckpt "$ckpt" --num 3 --seed 1 --rhyme --tones ;;
+    poem-model) # issue 18: the bundled poem model, two stages (recipes/poem*.toml), its figures, and the bundle
+      poemctl train --config recipes/poem.toml "${D[@]}" --out "$OUT/poem/stage1"
+      s1=$(ls -d "$OUT"/poem/stage1/*/ | tail -1)
+      poemctl train --config recipes/poem-quatrains.toml --init-from "$s1/best.safetensors" "${D[@]}" \
+        --out "$OUT/poem/stage2"
+      s2=$(ls -d "$OUT"/poem/stage2/*/ | tail -1)
+      for args in "--chars 7" "--chars 7 --real" "--chars 5" "--chars 5 --real"; do
+        # shellcheck disable=SC2086
+        poemctl evaluate --ckpt "$s2/best.safetensors" --num 1000 $args --corpus "$CORPUS"
+      done
+      python -m poemctl.checkpoint "$s2/best.safetensors" "$OUT/poem/poem.safetensors"  # float16: the bundle
+      echo "bundle: $OUT/poem/poem.safetensors (copy it to poemctl/bundled/ if it is better)" ;;
     *) echo "unknown benchmark: $what" >&2; exit 2 ;;
   esac
 done
