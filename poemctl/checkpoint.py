@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from poemctl.config import RunConfig
+from poemctl.config import DataConfig, RunConfig, TrainConfig
 from poemctl.data import Vocab
 from poemctl.errors import PoemctlError
 from poemctl.files import atomic_write
@@ -120,13 +120,21 @@ def latest(out: str | Path) -> Path:
     return best if best.is_file() else runs[-1] / "last.safetensors"
 
 
-def halve(src: str | Path, dst: str | Path) -> None:
-    """Write the checkpoint src again at dst with float16 tensors (the bundled model's form)."""
+def halve(src: str | Path, dst: str | Path, portable: bool = False) -> None:
+    """Write the checkpoint src again at dst with float16 tensors (the bundled model's form); portable puts
+    the default folders (data/chinese-poetry, data/cache, runs) in place of the paths of the machine that
+    trained it, and names the first stage a second stage started from by its file only."""
     model, meta = load(src)
+    if portable:
+        cfg = meta.config
+        data = replace(cfg.data, corpus=DataConfig.corpus, cache_dir=DataConfig.cache_dir)
+        start = Path(cfg.train.init_from).name if cfg.train.init_from else ""
+        train = replace(cfg.train, out=TrainConfig.out, init_from=start)
+        meta = replace(meta, config=replace(cfg, data=data, train=train))
     save(dst, model, meta, dtype=torch.float16)
 
 
-if __name__ == "__main__":  # python -m poemctl.checkpoint SRC DST: a float16 copy
+if __name__ == "__main__":  # python -m poemctl.checkpoint SRC DST: the portable float16 copy that is bundled
     import sys
 
-    halve(*sys.argv[1:3])
+    halve(*sys.argv[1:3], portable=True)

@@ -456,6 +456,7 @@ def evaluate(
     table = Table("statistic", "value", title=f"{stats.poems} poems, {lines}×{cfg.chars}, {what}")
     for key, value in stats.as_dict().items():
         shown = str(value) if key == "poems" else f"{value:.2f}" if key == "ms_per_poem" else f"{value:.1%}"
+        shown = "not measured" if isinstance(value, float) and math.isnan(value) else shown
         table.add_row(key, shown)
     out.print(table)
     if json_out is not None:

@@ -143,7 +143,12 @@ def test_sample_bad_input(trained, args, text):
     _one_line_error(run("sample", *args, "--ckpt", trained / "best.safetensors"), text)
 
 
-def test_sample_without_any_run(tmp_path):
+def test_sample_without_any_run(tmp_path, monkeypatch):
+    result = run("sample", "月", "--runs", tmp_path)  # the bundled model, said so on stderr
+    assert result.exit_code == 0 and "bundled" in result.stderr and result.stdout.startswith("月")
+    from poemctl import checkpoint
+
+    monkeypatch.setattr(checkpoint, "BUNDLED", tmp_path / "none.safetensors")  # a package without one
     _one_line_error(run("sample", "月", "--runs", tmp_path), "no checkpoint under")
 
 
@@ -253,7 +258,7 @@ def test_without_a_run_sample_and_evaluate_use_the_bundled_model(trained, tmp_pa
     checkpoint.save(tmp_path / "away.safetensors", model, replace(meta, config=away))
     moved = run("evaluate", "--num", "3", "--ckpt", tmp_path / "away.safetensors")
     assert moved.exit_code == 0 and "copy rate is not measured" in moved.stderr
-    assert re.search(r"copy_rate\s*│\s*nan", moved.stdout), moved.stdout
+    assert re.search(r"copy_rate\s*│\s*not measured", moved.stdout), moved.stdout
     _one_line_error(run("evaluate", "--num", "3", "--corpus", tmp_path / "nowhere"), "no corpus at")
     monkeypatch.setattr(checkpoint, "BUNDLED", tmp_path / "missing.safetensors")
     _one_line_error(run("sample", "月"), "no checkpoint under runs/")
