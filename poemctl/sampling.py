@@ -147,9 +147,12 @@ def write_poems(
     length += lines // 2 if data.rhyme_marks else 0
     prefix = torch.full((N, max(data.seq_len - length, 1)), vocab.pad_id, device=device)
     marks = None  # with rhyme marks: the group token each row writes before its rhymes (−1: none)
-    if data.control_tokens:
-        form = control.form_of(["x" * cfg.chars] * lines)
-        prefix = torch.cat([prefix, torch.full((N, 1), vocab.index[control.token("form", form)], device=device)], 1)
+    if data.control_tokens:  # the form's token (none's for a form the vocabulary lacks)
+        form = control.token("form", control.form_of(["x" * cfg.chars] * lines))
+        form = form if form in vocab else control.token("form", control.NONE)
+        if form not in vocab:
+            raise PoemctlError("this checkpoint's vocabulary lacks the form tokens its preset writes")
+        prefix = torch.cat([prefix, torch.full((N, 1), vocab.index[form], device=device)], 1)
     out = model(prefix)
     state, logits = out.state, out.logits[:, -1]
     if data.control_tokens:

@@ -186,3 +186,10 @@ def test_a_marked_model_is_fed_its_group_before_each_rhyme(tmp_path, monkeypatch
     assert len(marked) == (2 if rows else 0)  # lines 2 and 4
     for tokens, n in marked:  # only the rows that drew a group, each with its own group
         assert n == rows and tokens[:, 0].tolist() == [d for d in drawn if d != none]
+
+
+def test_a_form_the_vocabulary_lacks_writes_with_the_none_form(poem_run):
+    model, meta = checkpoint.load(poem_run / "last.safetensors")
+    assert control.token("form", "五律") not in meta.vocab or control.token("form", control.NONE) in meta.vocab
+    poems = write_poems(model, meta.vocab, "月", SampleConfig(lines=6, num=3, seed=0), data=meta.config.data)
+    assert [len(p) for p in poems] == [6, 6, 6]  # six lines: no form token of its own, none's instead
