@@ -118,6 +118,9 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
         return _train(accelerator, cfg, model_cls, resume)
     finally:
         accelerator.end_training()
+        # The accelerator keeps the prepared model (DDP, whose reducer holds the process group), optimizer and
+        # loaders: free them now, so that nothing of gloo's is left to be torn down while Python exits
+        accelerator.free_memory()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # without it a rank can abort at exit
 
