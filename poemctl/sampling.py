@@ -156,19 +156,19 @@ def write_poems(
     out = model(prefix)
     state, logits = out.state, out.logits[:, -1]
     if data.control_tokens:
+        drawn = {}
         for kind in control.ORDER[1:]:
-            ids = torch.tensor([vocab.index[c] for c in control.tokens(kind) if c in vocab])
-            picks = ids[torch.multinomial(torch.softmax(logits.float().cpu()[:, ids], -1), 1, generator=gen)[:, 0]]
-            if kind == "rhyme" and data.rhyme_marks:
-                none = vocab.index.get(control.token("rhyme", control.NONE), -1)
-                marks = torch.where(picks == none, -1, picks)
-            if kind == "rhyme" and cfg.rhyme:  # --rhyme keeps to the group the model chose, where it has one
-                for b, p in enumerate(picks.tolist()):
-                    group = control.name_of(vocab.tokens[p])[1]
-                    if group in masks.groups:
-                        row_groups[b] = torch.tensor([g == group for g in masks.groups])
-            out = model(picks[:, None].to(device), state=state)
+            drawn[kind] = _draw_token(logits, vocab, kind, gen)
+            out = model(drawn[kind][:, None].to(device), state=state)
             state, logits = out.state, out.logits[:, -1]
+        if data.rhyme_marks:
+            none = vocab.index.get(control.token("rhyme", control.NONE), -1)
+            marks = torch.where(drawn["rhyme"] == none, -1, drawn["rhyme"])
+        if cfg.rhyme:  # --rhyme keeps to the group the model drew, where it drew one
+            for b, p in enumerate(drawn["rhyme"].tolist()):
+                group = control.name_of(vocab.tokens[p])[1]
+                if group in masks.groups:
+                    row_groups[b] = torch.tensor([g == group for g in masks.groups])
     poems = [["" for _ in range(lines)] for _ in range(N)]
     for k in range(lines):
         for pos in range(cfg.chars):
@@ -206,6 +206,13 @@ def write_poems(
                 state = (state[0].index_copy(0, rows, out.state[0]), state[1].index_copy(0, rows, out.state[1]))
                 logits = logits.index_copy(0, rows.to(logits.device), out.logits[:, -1])
     return poems
+
+
+def _draw_token(logits: torch.Tensor, vocab: Vocab, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """(N, V) logits → (N,) control tokens of a kind, drawn from the model's distribution over that kind."""
+    ids = torch.tensor([vocab.index[c] for c in control.tokens(kind) if c in vocab])
+    probs = torch.softmax(logits.float().cpu()[:, ids], -1)
+    return ids[torch.multinomial(probs, 1, generator=gen)[:, 0]]
 
 
 def format_poem(poem_lines: list[str]) -> str:
