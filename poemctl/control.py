@@ -54,6 +54,14 @@ def form_of(lines: list[str]) -> str:
     return _SHAPES.get((len(lines), chars.pop()), NONE) if len(chars) == 1 else NONE
 
 
+def poem_form(text: str) -> str:
+    """The form of a poem's text: its form token's if it starts with one, else its lines' (form_of)."""
+    found = name_of(text[0]) if text else None
+    if found is not None and found[0] == "form":
+        return found[1]
+    return form_of(lines_of(text))
+
+
 def rhyme_of(lines: list[str], prosody: Prosody) -> str:
     """The level-tone group all even lines end in (the first in GROUPS' order if several), else NONE."""
     ends = [line[-1] for line in lines[1::2] if line]

@@ -117,14 +117,6 @@ class Preprocessor:
         return head + text
 
 
-def form_of(poem: str) -> str:
-    """The form of a preprocessed poem (control.FORMS): its form token's, else its lines'."""
-    found = control.name_of(poem[0]) if poem else None
-    if found is not None and found[0] == "form":
-        return found[1]
-    return control.form_of(control.lines_of(poem))
-
-
 def encode_rows(poems: list[str], vocab: Vocab, seq_len: int) -> np.ndarray:
     """(N, seq_len) int32 rows: each poem cut to its first seq_len characters, padded in front."""
     rows = np.full((len(poems), seq_len), vocab.pad_id, dtype=np.int32)
@@ -170,7 +162,7 @@ def _split(cfg: DataConfig, poems: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The indices of the training and test poems: the seeded 4:1 split, then the form filter."""
     train_idx, test_idx = split_indices(len(poems), cfg.test_fraction, cfg.split_seed)
     if cfg.forms:  # after the split: a subset's test poems are test poems of the whole corpus too
-        kept = np.array([form_of(p) in cfg.forms for p in poems])
+        kept = np.array([control.poem_form(p) in cfg.forms for p in poems])
         train_idx, test_idx = train_idx[kept[train_idx]], test_idx[kept[test_idx]]
         if not len(train_idx) or not len(test_idx):
             raise PoemctlError(f"the corpus at {cfg.corpus} holds too few poems of the forms {', '.join(cfg.forms)}")
@@ -179,10 +171,14 @@ def _split(cfg: DataConfig, poems: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def split_poems(cfg: DataConfig) -> tuple[list[str], list[str]]:
     """The preprocessed training and test poems as text, whole (not cut to rows), as load_corpus splits them."""
-    files = corpus_files(cfg.corpus)
-    poems = prepare_poems(cfg, read_poems(files, cfg.max_poems), f"the corpus at {cfg.corpus}")
+    poems = _corpus_poems(cfg, corpus_files(cfg.corpus))
     train_idx, test_idx = _split(cfg, poems)
     return [poems[i] for i in train_idx], [poems[i] for i in test_idx]
+
+
+def _corpus_poems(cfg: DataConfig, files: list[Path]) -> list[str]:
+    """The preprocessed poems of the corpus files, the first cfg.max_poems of them if that is set."""
+    return prepare_poems(cfg, read_poems(files, cfg.max_poems), f"the corpus at {cfg.corpus}")
 
 
 def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
@@ -197,7 +193,7 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
             return Corpus(Vocab(tuple(meta)), t["train"], t["test"], digest)
         except (OSError, ValueError, KeyError):
             pass  # a broken cache is rebuilt below
-    poems = prepare_poems(cfg, read_poems(files, cfg.max_poems), f"the corpus at {cfg.corpus}")
+    poems = _corpus_poems(cfg, files)
     vocab = vocab or build_vocab(poems, cfg.min_freq)
     rows = torch.from_numpy(encode_rows(poems, vocab, cfg.seq_len))
     train_idx, test_idx = _split(cfg, poems)
