@@ -69,10 +69,21 @@ class CheckpointMeta:
             raise PoemctlError(f"{path} has broken poemctl metadata ({e})") from None
 
 
+def unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of each tensor that shares memory with an earlier one (tied weights): safetensors writes
+    every name as a tensor of its own and refuses shared memory."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in tensors.items():
+        out[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
+    return out
+
+
 def save(path: str | Path, model: PoemModel, meta: CheckpointMeta, dtype: torch.dtype = torch.float32) -> None:
     """Write model's canonical tensors (in dtype: float32, or float16 to halve the file) and meta to path,
     atomically. Loading turns them into the model's float32 whatever they were saved in."""
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    tensors = unshared({k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()})
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_strings()))
 
 

@@ -205,6 +205,9 @@ def train(
     output_dropout: float = typer.Option(
         _M.output_dropout, help="In training, drop entries of h_t before the output layer with this probability."
     ),
+    tie_weights: bool = typer.Option(
+        _M.tie_weights, help="Share one matrix between the embeddings and the output layer (needs E = H)."
+    ),
     schedule: str = typer.Option(
         _T.schedule, help="Learning rate after warmup: constant, cosine or linear (decay to the last step), plateau."
     ),

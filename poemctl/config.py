@@ -67,10 +67,15 @@ class ModelConfig:
     hidden: int = 128
     embedding_dropout: float = 0.0  # in training, drop each character's embedding row with this probability
     output_dropout: float = 0.0  # in training, drop entries of h_t before the output layer with this probability
+    tie_weights: bool = False  # the output layer's W_y is the embedding matrix (needs embedding == hidden)
 
     def __post_init__(self) -> None:
         _check(self.embedding >= 1, f"--embedding must be at least 1, got {self.embedding}")
         _check(self.hidden >= 1, f"--hidden must be at least 1, got {self.hidden}")
+        _check(
+            not self.tie_weights or self.embedding == self.hidden,
+            f"--tie-weights needs --embedding equal to --hidden, got {self.embedding} and {self.hidden}",
+        )
         for name in ("embedding_dropout", "output_dropout"):
             p = getattr(self, name)
             _check(0 <= p < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {p}")

@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from poemctl.checkpoint import unshared
 from poemctl.errors import PoemctlError
 from poemctl.files import atomic_write
 
@@ -37,7 +38,7 @@ def save_state(
     run_dir: Path, model_state: dict, optimizer: torch.optim.Optimizer, position: Position, schedule: dict
 ) -> None:
     """Write run_dir/state.safetensors atomically; schedule is the learning-rate schedule's state (JSON-ready)."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
+    tensors = unshared({f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()})
     opt = optimizer.state_dict()
     scalars = {}
     for idx, entries in opt["state"].items():

@@ -106,8 +106,9 @@ def _same_weights(a, b):
         [],
         ["--schedule", "cosine", "--warmup-steps", "10", "--embedding-dropout", "0.1", "--output-dropout", "0.2"],
         ["--schedule", "plateau", "--warmup-steps", "5", "--output-dropout", "0.2", "--lr", "0.05"],
+        ["--tie-weights", "--embedding", "16", "--embedding-dropout", "0.1", "--model", "numpy-lstm"],
     ],
-    ids=["plain", "cosine-and-dropout", "plateau-and-dropout"],
+    ids=["plain", "cosine-and-dropout", "plateau-and-dropout", "tied-numpy"],
 )
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     common = [

@@ -10,6 +10,10 @@ i, f, g=c̃, o, as torch.nn.LSTM does, each block H rows):
     output.weight     (V, H)    W_y
     output.bias       (V,)      b_y
 
+With tie_weights (E = H) output.weight and embedding.weight are one Parameter (Press & Wolf, 2017): each
+character has one vector that is both what the LSTM reads and what h_t is scored against; autograd adds the
+two gradients. A checkpoint still holds both names, so it loads into an untied model as well.
+
 The parameters are created here, in the base class, so any checkpoint loads into any model.
 """
 
@@ -57,14 +61,20 @@ class PoemModel(nn.Module):
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embedding)
         self.lstm = LSTMParameters(cfg.embedding, cfg.hidden)
         self.output = nn.Linear(cfg.hidden, cfg.vocab_size)
+        if cfg.tie_weights:
+            self.output.weight = self.embedding.weight
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Random init, never zeros (zeros would make every hidden unit identical): U(±1/√H)."""
+        """Random init, never zeros (zeros would make every hidden unit identical): U(±1/√H); embeddings N(0, 1),
+        or U(±0.1) when tied (as the output layer, N(0, 1) rows would start with logits of size √H)."""
         bound = 1.0 / math.sqrt(self.cfg.hidden)
         nn.init.normal_(self.embedding.weight)
         for p in (*self.lstm.parameters(), *self.output.parameters()):
-            nn.init.uniform_(p, -bound, bound)
+            if p is self.embedding.weight:  # tied
+                nn.init.uniform_(p, -0.1, 0.1)
+            else:
+                nn.init.uniform_(p, -bound, bound)
 
     def hidden_states(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """(B, T) token ids → (B, T, H) hidden states h_t and the final (h, C); embeddings from embedding_weight()."""
