@@ -2,6 +2,8 @@
 
 A model trained on "[七绝][下平聲七陽][平起入韵]月落…" learns what each token asks of the lines after it;
 when it writes, it first draws the rhyme group and tone pattern from its own distribution, then the poem.
+With keywords, one more character follows the tokens: the poem's rarest character among the KEYWORD_RANKS
+most frequent ones, a topic the model draws before it writes ("[七绝][下平聲七陽][平起入韵]雁月落…").
 Each token is one character of Unicode's private use area, so the character-level vocabulary, the cache
 and checkpoints need nothing new, and sampling treats them like punctuation: never inside a line.
 """
@@ -26,6 +28,7 @@ PATTERNS = ("仄起不入韵", "仄起入韵", "平起不入韵", "平起入韵"
 KINDS = {"form": (0xE000, FORMS), "rhyme": (0xE010, GROUPS), "tones": (0xE030, PATTERNS)}  # first code point
 ORDER = ("form", "rhyme", "tones")  # the order they are written in
 LINE_BREAKS = re.compile("[，。？！；：]")
+KEYWORD_RANKS = 2000  # a keyword is among this many most frequent characters: rarer ones say little
 
 
 def token(kind: str, name: str) -> str:
@@ -115,3 +118,18 @@ def with_rhyme_marks(text: str, group: str) -> str:
 def without_tokens(text: str) -> str:
     """text with its control tokens taken out."""
     return "".join(ch for ch in text if name_of(ch) is None)
+
+
+def keyword(text: str, rank: dict[str, int], is_normal) -> str:
+    """The keyword of a poem's text: of its written characters (is_normal) that have a frequency rank (0: the
+    most frequent; a vocabulary's index), the rarest below KEYWORD_RANKS, else the most frequent; "" if none."""
+    chars = {ch for ch in text if ch in rank and is_normal(ch)}
+    common = [ch for ch in chars if rank[ch] < KEYWORD_RANKS]
+    if common:
+        return max(common, key=rank.__getitem__)
+    return min(chars, key=rank.__getitem__, default="")
+
+
+def with_keyword(text: str, word: str) -> str:
+    """text with word written after its control tokens (the first len(ORDER) characters)."""
+    return text[: len(ORDER)] + word + text[len(ORDER) :]

@@ -145,6 +145,10 @@ def write_poems(
     # Training rows are padded in front: read as much padding as a poem of this length had.
     length = lines * cfg.chars + sum(e is not None for e in ends) + (len(control.ORDER) if data.control_tokens else 0)
     length += lines // 2 if data.rhyme_marks else 0
+    length += 1 if data.keywords else 0
+    if cfg.topic and not data.keywords:
+        raise PoemctlError("--topic needs a model trained with --keywords; this checkpoint's preset has none")
+    topic = _check_start(vocab, cfg.topic, "topic") if cfg.topic else None
     prefix = torch.full((N, max(data.seq_len - length, 1)), vocab.pad_id, device=device)
     marks = None  # with rhyme marks: the group token each row writes before its rhymes (−1: none)
     if data.control_tokens:  # the form's token (none's for a form the vocabulary lacks)
@@ -160,6 +164,11 @@ def write_poems(
         for kind in control.ORDER[1:]:
             drawn[kind] = _draw_token(logits, vocab, kind, gen)
             out = model(drawn[kind][:, None].to(device), state=state)
+            state, logits = out.state, out.logits[:, -1]
+        if data.keywords:  # the topic: given, or drawn from the model's distribution over written characters
+            written = masks.normal.nonzero()[:, 0].tolist()
+            word = torch.full((N,), topic) if topic is not None else _draw(logits, written, gen)
+            out = model(word[:, None].to(device), state=state)
             state, logits = out.state, out.logits[:, -1]
         if data.rhyme_marks:
             none = vocab.index.get(control.token("rhyme", control.NONE), -1)
@@ -210,7 +219,12 @@ def write_poems(
 
 def _draw_token(logits: torch.Tensor, vocab: Vocab, kind: str, gen: torch.Generator) -> torch.Tensor:
     """(N, V) logits → (N,) control tokens of a kind, drawn from the model's distribution over that kind."""
-    ids = torch.tensor([vocab.index[c] for c in control.tokens(kind) if c in vocab])
+    return _draw(logits, [vocab.index[c] for c in control.tokens(kind) if c in vocab], gen)
+
+
+def _draw(logits: torch.Tensor, ids: list[int], gen: torch.Generator) -> torch.Tensor:
+    """(N, V) logits → (N,) tokens drawn from the model's distribution restricted to ids."""
+    ids = torch.tensor(ids)
     probs = torch.softmax(logits.float().cpu()[:, ids], -1)
     return ids[torch.multinomial(probs, 1, generator=gen)[:, 0]]
 

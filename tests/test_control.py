@@ -193,3 +193,68 @@ def test_a_form_the_vocabulary_lacks_writes_with_the_none_form(poem_run):
     assert control.token("form", "五律") not in meta.vocab or control.token("form", control.NONE) in meta.vocab
     poems = write_poems(model, meta.vocab, "月", SampleConfig(lines=6, num=3, seed=0), data=meta.config.data)
     assert [len(p) for p in poems] == [6, 6, 6]  # six lines: no form token of its own, none's instead
+
+
+def test_a_keyword_is_the_poems_rarest_common_character():
+    rank = {"月": 0, "落": 5, "乌": 2500, "啼": 1500, "霜": 40, "，": 1}
+    assert control.keyword("月落乌啼霜，", rank, is_normal) == "啼"  # 乌 is rarer, but past KEYWORD_RANKS
+    assert control.keyword("乌，", rank, is_normal) == "乌"  # nothing below it: the most frequent there is
+    assert control.keyword("天，", rank, is_normal) == ""
+    assert control.with_keyword("ABC月落", "啼") == "ABC啼月落"
+
+
+def test_keywords_need_control_tokens():
+    with pytest.raises(PoemctlError, match="--keywords needs --control-tokens"):
+        DataConfig(keywords=True, keep_commas=True)
+
+
+@pytest.fixture(scope="module")
+def keyword_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("keywords")
+    args = ["train", *TINY_ARGS, "--keep-commas", "--control-tokens", "--keywords", "--max-steps", "3"]
+    result = runner.invoke(app, [*args, "--corpus", str(CORPUS), "--cache-dir", str(tmp), "--out", str(tmp / "r")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp / "r").iterdir()
+    return run_dir
+
+
+def test_each_training_row_has_its_keyword_after_the_control_tokens(keyword_run):
+    model, meta = checkpoint.load(keyword_run / "last.safetensors")
+    corpus = load_corpus(meta.config.data)
+    whole = 0
+    unk = meta.vocab.tokens[meta.vocab.unk_id]  # a rhyme group too rare in this slice is unknown
+    for row in corpus.train.tolist():
+        toks = [meta.vocab.tokens[i] for i in row if i != meta.vocab.pad_id]
+        assert all(
+            t == unk or control.name_of(t)[0] == kind for t, kind in zip(toks[:3], control.ORDER, strict=True)
+        ), toks
+        assert is_normal(toks[3]), toks
+        if row[0] == meta.vocab.pad_id:  # the whole poem is in the row: the keyword is one of its characters
+            assert toks[3] in toks[4:], toks
+            whole += 1
+    assert whole > len(corpus.train) // 2
+
+
+def test_a_keyword_model_draws_or_is_given_its_topic(keyword_run, monkeypatch):
+    model, meta = checkpoint.load(keyword_run / "last.safetensors")
+    fed = []
+    real = type(model).forward
+
+    def watched(self, tokens, state=None, **k):
+        fed.append(tokens.clone())
+        return real(self, tokens, state, **k)
+
+    monkeypatch.setattr(type(model), "forward", watched)
+    poems = write_poems(model, meta.vocab, "月", SampleConfig(num=16, seed=2), data=meta.config.data)
+    assert all(len(p) == 4 and all(len(x) == 7 for x in p) for p in poems)
+    drawn = fed[3][:, -1].tolist()  # fed[0]: padding and form; 1, 2: rhyme group, tone pattern; 3: keyword
+    assert all(is_normal(meta.vocab.tokens[t]) for t in drawn) and len(set(drawn)) > 1
+    fed.clear()
+    write_poems(model, meta.vocab, "月", SampleConfig(num=4, seed=2, topic="山"), data=meta.config.data)
+    assert fed[3][:, -1].tolist() == [meta.vocab.index["山"]] * 4
+
+
+def test_a_topic_needs_a_keyword_model(poem_run):
+    result = runner.invoke(app, ["sample", "月", "--ckpt", str(poem_run / "last.safetensors"), "--topic", "山"])
+    assert result.exit_code == 2
+    assert "--topic needs a model trained with --keywords" in result.output
