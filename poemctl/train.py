@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -67,6 +69,42 @@ def groups(loader: Iterable, n: int) -> Iterator[list]:
             group = []
     if group:
         yield group
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) or SIGTERM during a step is noted and acted on at the step's end, so that the state
+    saved then holds whole steps; a second one stops at once and saves nothing (the last state stands)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._old = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def _note(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def stop(self, accelerator: Accelerator) -> bool:
+        """Whether any process was asked to stop (every process calls this at the same step)."""
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor(float(self.requested), device=accelerator.device)
+        return accelerator.reduce(flag, "sum").item() > 0
+
+
+class _StepBoundary(Exception):
+    """Raised between steps when a stop was asked for."""
 
 
 def make_optimizer(factory, params, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -202,7 +240,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     )
     model.train()
     try:
-        with progress:
+        with progress, Interrupts() as interrupts:
             while pos.step < total and pos.epoch <= cfg.train.epochs:
                 train_dl.set_epoch(pos.epoch)
                 loader = accelerator.skip_first_batches(train_dl, pos.batches_done) if pos.batches_done else train_dl
@@ -246,6 +284,8 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                         progress.update(task, ppl=pos.last)
                     if cfg.train.save_every and pos.step % cfg.train.save_every == 0:
                         save(pos)
+                    if interrupts.stop(accelerator):
+                        raise _StepBoundary
                     if pos.step >= total:
                         break
                 pos = evaluate_and_save(pos)
@@ -253,10 +293,15 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                 if pos.batches_done >= len(train_dl):  # the epoch is complete
                     pos = replace(pos, epoch=pos.epoch + 1, batches_done=0)
                 save(pos)
-    except KeyboardInterrupt:
+    except _StepBoundary:
         save(pos)
         raise TrainingStopped(
-            f"interrupted at step {pos.step}; the state is saved. Resume with: poemctl train --resume {run_dir}"
+            f"interrupted after step {pos.step}; the state is saved. Resume with: poemctl train --resume {run_dir}"
+        ) from None
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: mid-step, nothing consistent to save
+        raise TrainingStopped(
+            f"interrupted during step {pos.step + 1}; not saved. Resume from the last saved state with: "
+            f"poemctl train --resume {run_dir}"
         ) from None
     finally:
         log.close()

@@ -111,6 +111,20 @@ def _same_weights(a, b):
     ids=["plain", "cosine-and-dropout", "plateau-and-dropout", "tied-numpy"],
 )
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
+    _stop_resume_compare(tmp_path, extra, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, sig):
+    """Ctrl-C mid-step stops after that step and saves it: no step lost, none trained twice."""
+    output = _stop_resume_compare(tmp_path, ["--schedule", "cosine", "--output-dropout", "0.2"], sig)
+    assert "the state is saved. Resume with: poemctl train --resume" in output
+    assert "Traceback" not in output
+
+
+def _stop_resume_compare(tmp_path, extra, sig) -> str:
+    """Run, stop with sig well into the run, resume; the weights equal an uninterrupted run's. The output."""
     common = [
         *ARGS,
         *extra,
@@ -130,15 +144,16 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     victim = poemctl("train", *common, "--out", tmp_path / "killed")
     deadline = time.time() + 240
     metrics = None
-    while time.time() < deadline:  # kill it for real once it is well into the run
+    while time.time() < deadline:  # stop it for real once it is well into the run
         found = list((tmp_path / "killed").glob("*/metrics.jsonl"))
         if found and found[0].read_text().count('"loss"') >= 45:
             metrics = found[0]
             break
         time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=60)
-    assert metrics is not None and victim.returncode == -signal.SIGKILL
+    victim.send_signal(sig)
+    stopped = victim.communicate(timeout=60)[0]
+    assert metrics is not None
+    assert victim.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 1), stopped
     run = metrics.parent
     assert not (run / "last.safetensors").is_file() or metrics.read_text().count('"loss"') < 120
     resumed = poemctl("train", "--resume", run)
@@ -148,6 +163,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     _same_weights(ref_run / "last.safetensors", run / "last.safetensors")
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if '"loss"' in x]
     assert steps == list(range(1, 121))  # no step lost or logged twice
+    return stopped
 
 
 @pytest.mark.slow
