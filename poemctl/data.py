@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -195,26 +196,40 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
     digest = corpus_hash(files)
     path = cache_path(cfg, digest, vocab)
     if path.is_file():
-        try:
-            t = load_file(path)
-            meta = json.loads(_metadata(path)["vocab"])
-            return Corpus(Vocab(tuple(meta)), t["train"], t["test"], digest)
-        except (OSError, ValueError, KeyError):
-            pass  # a broken cache is rebuilt below
+        cached = _read_cache(path, digest)
+        if cached is not None:
+            return cached
+        warnings.warn(f"the cached corpus {path} is damaged: rebuilding it", stacklevel=2)
     poems = _corpus_poems(cfg, files)
     vocab = vocab or build_vocab(poems, cfg.min_freq)
     rows = torch.from_numpy(encode_poems(poems, vocab, cfg))
     train_idx, test_idx = _split(cfg, poems)
     corpus = Corpus(vocab, rows[train_idx].contiguous(), rows[test_idx].contiguous(), digest)
+    vocab_json = json.dumps(list(vocab.tokens), ensure_ascii=False)
+    metadata = {"vocab": vocab_json, "sha256": _digest(vocab_json, corpus)}
+    tensors = {"train": corpus.train, "test": corpus.test}
     with contextlib.suppress(PoemctlError):  # an unwritable cache only costs time
-        atomic_write(
-            path,
-            lambda tmp: save_file(
-                {"train": corpus.train, "test": corpus.test},
-                tmp,
-                metadata={"vocab": json.dumps(list(vocab.tokens), ensure_ascii=False)},
-            ),
-        )
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return corpus
+
+
+def _digest(vocab_json: str, corpus: Corpus) -> str:
+    """What the cache records of itself: a hash of its vocabulary and rows, checked on every read."""
+    h = hashlib.sha256(vocab_json.encode())
+    for rows in (corpus.train, corpus.test):
+        h.update(rows.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(path: Path, corpus_digest: str) -> Corpus | None:
+    """The cached corpus at path, or None if anything in it is not what load_corpus wrote."""
+    try:
+        tensors, meta = load_file(path), _metadata(path)
+        corpus = Corpus(Vocab(tuple(json.loads(meta["vocab"]))), tensors["train"], tensors["test"], corpus_digest)
+        if meta.get("sha256") != _digest(meta["vocab"], corpus):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+        return None
     return corpus
 
 

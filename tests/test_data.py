@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,30 @@ def test_empty_after_filtering(data_cfg, tmp_path):
     (folder / "poet.tang.0.json").write_text('[{"paragraphs": ["，"]}, {"paragraphs": []}]')
     with pytest.raises(PoemctlError, match="no poem"):
         load_corpus(replace(data_cfg, corpus=str(tmp_path / "empty")))
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "one-row", "vocab"])
+def test_a_damaged_corpus_cache_is_rebuilt_with_a_warning(data_cfg, damage):
+    from safetensors.torch import load_file, save_file
+
+    from poemctl.data import _metadata
+
+    first = load_corpus(data_cfg)
+    train = first.train.clone()  # a cached corpus may be a view of the file, which is about to change
+    (path,) = Path(data_cfg.cache_dir).glob("*.safetensors")
+    data = path.read_bytes()
+    if damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # well-formed files whose content is not what was written
+        tensors, meta = load_file(path), _metadata(path)
+        if damage == "one-row":
+            tensors["train"][3, -1] = 10**6  # an id past the vocabulary
+        else:
+            meta["vocab"] = meta["vocab"].replace("月", "日", 1)
+        save_file(tensors, path, metadata=meta)
+    with pytest.warns(UserWarning, match="the cached corpus .* is damaged: rebuilding it"):
+        again = load_corpus(data_cfg)
+    assert again.vocab == first.vocab and torch.equal(again.train, train)
+    assert torch.equal(load_corpus(data_cfg).train, train)  # rebuilt for good

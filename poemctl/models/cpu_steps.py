@@ -71,10 +71,26 @@ def _build(cc: str, out: Path) -> None:
         except subprocess.TimeoutExpired as e:
             raise OSError(f"{cc} took over {e.timeout:.0f} s") from e
         if done.returncode == 0:
+            with tmp.open("ab") as f:  # its own digest at the end: the loader ignores bytes after the ELF's
+                f.write(_trailer(tmp.read_bytes()))
             os.replace(tmp, out)  # atomic: a reader never sees a half-written library
             return
         tmp.unlink(missing_ok=True)
     raise OSError(done.stderr.strip().splitlines()[0] if done.stderr.strip() else f"exit status {done.returncode}")
+
+
+MAGIC = b"poemctl-sha256:"
+
+
+def _trailer(library: bytes) -> bytes:
+    return MAGIC + hashlib.sha256(library).digest()
+
+
+def intact(path: Path) -> bool:
+    """Whether the library at path ends with the digest of the bytes before it (what _build wrote)."""
+    data = path.read_bytes()
+    n = len(MAGIC) + 32
+    return len(data) > n and data[-n:] == _trailer(data[:-n])
 
 
 _BUILDING = threading.Lock()  # numpy-lstm's threads may ask for the library at the same time
@@ -92,6 +108,9 @@ def library() -> ctypes.CDLL | None:
             raise OSError(f"no C compiler '{cc}' (set CC to one)")
         path = library_path(cc)
         with _BUILDING:  # one build per process: its threads would write the same temporary file
+            if path.is_file() and not intact(path):  # loading a damaged library could crash the process
+                warnings.warn(f"the cached C steps {path} are damaged: rebuilding them", stacklevel=2)
+                path.unlink(missing_ok=True)
             if not path.is_file():
                 _build(cc, path)
         lib = ctypes.CDLL(str(path))

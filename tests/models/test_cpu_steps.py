@@ -205,3 +205,22 @@ def test_without_a_c_compiler_the_eager_steps_run_with_a_warning(fresh_build, mo
         warnings.simplefilter("error")  # once only
         m(x)
     assert not list(fresh_build.glob("*"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "one-byte"])
+def test_a_damaged_build_is_rebuilt_with_a_warning(fresh_build, damage):
+    assert cpu_steps.library() is not None
+    (path,) = fresh_build.glob("cpu_steps-*.so")
+    data = path.read_bytes()
+    broken = {
+        "truncated": data[: len(data) // 2],
+        "random": os.urandom(len(data)),
+        "one-byte": data[:100] + bytes([data[100] ^ 1]) + data[101:],  # still an ELF file: dlopen would take it
+    }[damage]
+    other = path.with_name("damaged")  # a new file: this process has the old one mapped and may call into it
+    other.write_bytes(broken)
+    os.replace(other, path)
+    cpu_steps.library.cache_clear()
+    with pytest.warns(UserWarning, match="the cached C steps .* are damaged: rebuilding them"):
+        lib = cpu_steps.library()
+    assert lib is not None and cpu_steps.intact(path) and path.read_bytes() != broken
