@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from poemctl.config import DataConfig, RunConfig, TrainConfig
-from poemctl.data import Vocab
+from poemctl.data import Vocab, vocab_from_json
 from poemctl.errors import PoemctlError
 from poemctl.files import atomic_write
 from poemctl.models.base import PoemModel
@@ -58,14 +58,16 @@ class CheckpointMeta:
         try:
             return cls(
                 model=m["model"],
-                config=RunConfig.from_dict(json.loads(m["config"])),
-                vocab=Vocab(tuple(json.loads(m["vocab"]))),
+                config=RunConfig.from_dict(json.loads(m["config"]), f"{path}: config"),
+                vocab=vocab_from_json(m["vocab"]),
                 corpus_hash=m["corpus_hash"],
                 step=int(m["step"]),
                 epoch=int(m["epoch"]),
                 test_perplexity=float(m["test_perplexity"]),
             )
-        except (KeyError, ValueError, TypeError) as e:
+        except KeyError as e:
+            raise PoemctlError(f"{path} has broken poemctl metadata (no {e})") from None
+        except (ValueError, TypeError) as e:
             raise PoemctlError(f"{path} has broken poemctl metadata ({e})") from None
 
 
@@ -105,8 +107,23 @@ def load(path: str | Path, model_name: str | None = None) -> tuple[PoemModel, Ch
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         except (SafetensorError, OSError, ValueError) as e:
             raise PoemctlError(f"{path} is truncated or corrupt ({e})") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise PoemctlError(f"{path}: {name} holds NaN or infinite values (the run diverged?)")
     cfg = replace(meta.config.model, vocab_size=len(meta.vocab))
-    model = MODELS.get(model_name or meta.model)(cfg)
+    V, E, H = cfg.vocab_size, cfg.embedding, cfg.hidden
+    shapes = {"embedding.weight": (V, E), "lstm.weight_hh": (4 * H, H), "output.weight": (V, H)}
+    for name, shape in shapes.items():  # before a model of the metadata's shape is made: it may be huge
+        if name in tensors and tuple(tensors[name].shape) != shape:
+            raise PoemctlError(
+                f"{path} does not fit its own metadata: {name} is {tuple(tensors[name].shape)}, "
+                f"its vocabulary and config make it {shape}"
+            )
+    try:
+        model_cls = MODELS.get(model_name or meta.model)
+    except PoemctlError as e:
+        raise PoemctlError(str(e) if model_name else f"{path}: {e}") from None
+    model = model_cls(cfg)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

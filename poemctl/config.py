@@ -225,19 +225,28 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        """Inverse of to_dict; unknown keys (from newer versions) are ignored."""
-
-        def build(kind, values):
-            names = {f.name for f in dataclasses.fields(kind)}
-            return kind(**{k: _tuples(v) for k, v in values.items() if k in names})
-
-        return cls(
-            data=build(DataConfig, d.get("data", {})),
-            model=build(ModelConfig, d.get("model", {})),
-            optim=build(OptimConfig, d.get("optim", {})),
-            train=build(TrainConfig, d.get("train", {})),
-        )
+    def from_dict(cls, d, source: str = "the configuration", complete: bool = False) -> RunConfig:
+        """Inverse of to_dict, every value checked: anything else is a one-line error naming source and the
+        field. Unknown keys (from newer versions) are ignored, missing ones take their defaults (older versions
+        did not write them); complete: every part and every ESSENTIAL field must be there (a run's config.json).
+        """
+        if not isinstance(d, dict):
+            raise PoemctlError(f"{source} is not a table of settings (got {type(d).__name__})")
+        known = {}
+        for part, kind in PARTS.items():
+            given = d.get(part, {})
+            if not isinstance(given, dict):
+                raise PoemctlError(f"{source}: {part} is not a table of settings (got {type(given).__name__})")
+            names = [f.name for f in dataclasses.fields(kind)]
+            missing = [n for n in names if n not in given and (part, n) in ESSENTIAL]
+            if complete and (part not in d or missing):
+                raise PoemctlError(f"{source}: {part if part not in d else f'{part}.{missing[0]}'} is missing")
+            known[part] = {k: v for k, v in given.items() if k in names}
+        try:
+            return with_values(RunConfig(), known, source)
+        except PoemctlError as e:
+            message = str(e)
+            raise PoemctlError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
 def _tuples(v):
@@ -245,6 +254,8 @@ def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
+# What a run's configuration cannot do without: the shape of its model and its optimizer's state.
+ESSENTIAL = {("model", "embedding"), ("model", "hidden"), ("optim", "name"), ("train", "model"), ("data", "corpus")}
 PARTS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
 
 

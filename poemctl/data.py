@@ -69,6 +69,19 @@ class Vocab:
         return frozenset(i for i, t in enumerate(self.tokens) if not is_normal(t))
 
 
+def vocab_from_json(text: str) -> Vocab:
+    """A vocabulary as checkpoints and caches store it (a JSON list); ValueError naming what is wrong."""
+    tokens = json.loads(text)
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+        raise ValueError("vocab: not a list of characters")
+    if len(set(tokens)) != len(tokens):
+        raise ValueError("vocab: a character appears twice")
+    for token, what in ((PAD, "padding"), (UNK, "unknown-character")):
+        if token not in tokens:
+            raise ValueError(f"vocab: no {what} token {token!r}")
+    return Vocab(tuple(tokens))
+
+
 def is_normal(token: str) -> bool:
     """True for a written character (a letter such as 月), false for punctuation, symbols and specials."""
     return len(token) == 1 and unicodedata.category(token) == "Lo"
@@ -225,7 +238,7 @@ def _read_cache(path: Path, corpus_digest: str) -> Corpus | None:
     """The cached corpus at path, or None if anything in it is not what load_corpus wrote."""
     try:
         tensors, meta = load_file(path), _metadata(path)
-        corpus = Corpus(Vocab(tuple(json.loads(meta["vocab"]))), tensors["train"], tensors["test"], corpus_digest)
+        corpus = Corpus(vocab_from_json(meta["vocab"]), tensors["train"], tensors["test"], corpus_digest)
         if meta.get("sha256") != _digest(meta["vocab"], corpus):
             return None
     except (OSError, ValueError, KeyError, TypeError, SafetensorError):

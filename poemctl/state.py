@@ -7,7 +7,8 @@ No pickle: tensors go into safetensors, everything else into its JSON metadata.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -33,11 +34,26 @@ class Position:
     evaluated_at: int
     wall_time: float
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = int if f.type in (int, "int") else float
+            if isinstance(value, bool) or not isinstance(value, (int,) if kind is int else (int, float)):
+                raise ValueError(f"position.{f.name} = {value!r} is not {'an integer' if kind is int else 'a number'}")
+        if min(self.step, self.batches_done) < 0 or self.epoch < 1:
+            raise ValueError(f"position: step {self.step}, epoch {self.epoch}, batches {self.batches_done}")
+
 
 def save_state(
-    run_dir: Path, model_state: dict, optimizer: torch.optim.Optimizer, position: Position, schedule: dict
+    run_dir: Path,
+    model_state: dict,
+    optimizer: torch.optim.Optimizer,
+    position: Position,
+    schedule: dict,
+    corpus_hash: str = "",
 ) -> None:
-    """Write run_dir/state.safetensors atomically; schedule is the learning-rate schedule's state (JSON-ready)."""
+    """Write run_dir/state.safetensors atomically; schedule is the learning-rate schedule's state (JSON-ready),
+    corpus_hash the hash of the corpus the run trains on (resume checks it)."""
     tensors = unshared({f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()})
     opt = optimizer.state_dict()
     scalars = {}
@@ -53,13 +69,37 @@ def save_state(
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
         "schedule": json.dumps(schedule),
+        "corpus_hash": corpus_hash,
     }
     atomic_write(run_dir / STATE_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Position, dict]:
-    """Restore model, optimizer and RNG from run_dir/state.safetensors; the position and the schedule's state
-    (empty from states written before schedules existed: the constant schedule's)."""
+@dataclass(frozen=True)
+class SavedState:
+    """A training state as read from its file, checked; restore() puts it into a model and optimizer."""
+
+    path: Path
+    position: Position
+    schedule: dict  # empty from states written before schedules existed: the constant schedule's
+    corpus_hash: str  # "" from states written before it was recorded
+    weights: dict
+    optimizer: dict
+    rng: torch.Tensor
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Weights, optimizer state and RNG back in place; a state of another shape is a one-line error."""
+        try:
+            model.load_state_dict(self.weights)
+            optimizer.load_state_dict(self.optimizer)
+            torch.set_rng_state(self.rng)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+            raise PoemctlError(f"{self.path} does not fit the run's configuration: {first}") from None
+
+
+def read_state(run_dir: Path) -> SavedState:
+    """run_dir/state.safetensors, read and checked: anything that is not what save_state wrote is a one-line
+    error naming the file and what is wrong."""
     path = run_dir / STATE_FILE
     if not path.is_file():
         raise PoemctlError(f"{run_dir} holds no training state ({STATE_FILE}) to resume from")
@@ -67,21 +107,43 @@ def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-        position = Position(**json.loads(meta["position"]))
-        groups = json.loads(meta["param_groups"])
-        scalars = json.loads(meta["optim_scalars"])
-        schedule = json.loads(meta.get("schedule", "{}"))
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise PoemctlError(f"{path} is not a readable poemctl training state ({e})") from None
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
+    try:
+        position = Position(**_table(json.loads(meta["position"]), "position"))
+        groups = json.loads(meta["param_groups"])
+        scalars = _table(json.loads(meta["optim_scalars"]), "optim_scalars")
+        schedule = _table(json.loads(meta.get("schedule", "{}")), "schedule")
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        for key, value in scalars.items():
+            idx, name = key.split(".", 1)
             state.setdefault(int(idx), {})[name] = value
-    for key, value in scalars.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    torch.set_rng_state(tensors["rng.torch"])
-    return position, schedule
+        return SavedState(
+            path=path,
+            position=position,
+            schedule=schedule,
+            corpus_hash=_hex(meta.get("corpus_hash", "")),
+            weights={k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")},
+            optimizer={"state": state, "param_groups": groups},
+            rng=tensors["rng.torch"],
+        )
+    except KeyError as e:
+        raise PoemctlError(f"{path} is not a poemctl training state (no {e})") from None
+    except (ValueError, TypeError) as e:
+        raise PoemctlError(f"{path} is not a poemctl training state ({e})") from None
+
+
+def _hex(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{0,128}", value):
+        raise ValueError("corpus_hash is not a hexadecimal hash")
+    return value
+
+
+def _table(value, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is not a table (got {type(value).__name__})")
+    return value

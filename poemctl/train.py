@@ -29,7 +29,7 @@ from poemctl.metrics import MetricsLog
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.schedules import Schedule
 from poemctl.scoring import perplexity, total_nll
-from poemctl.state import Position, load_state, save_state
+from poemctl.state import Position, read_state, save_state
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,12 @@ def make_optimizer(factory, params, cfg: RunConfig) -> torch.optim.Optimizer:
 
 def read_run_config(run_dir: Path) -> RunConfig:
     """The configuration a run folder was started with."""
+    path = run_dir / "config.json"
     try:
-        return RunConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        values = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise PoemctlError(f"{run_dir} is not a poemctl run folder (config.json: {e})") from None
+    return RunConfig.from_dict(values, str(path), complete=True)
 
 
 def _initial_weights(cfg: RunConfig) -> tuple[dict, object]:
@@ -170,8 +172,14 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
 
     set_seed(cfg.train.seed)
     start = _initial_weights(cfg) if cfg.train.init_from else None
+    saved = read_state(resume) if resume is not None else None
     with accelerator.main_process_first():  # the main process builds the cache, the others read it
         corpus = load_corpus(cfg.data, vocab=start[1] if start else None)
+    if saved is not None and saved.corpus_hash and saved.corpus_hash != corpus.corpus_hash:
+        raise PoemctlError(
+            f"the corpus at {cfg.data.corpus} changed since the run in {resume} began (its hash was "
+            f"{saved.corpus_hash[:12]}…, it is {corpus.corpus_hash[:12]}…): resume with the corpus it began with"
+        )
     run_dir = resume or (make_run_dir(cfg.train.out, cfg.train.model) if main else None)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(corpus.vocab)))
     model = model_cls(cfg.model)
@@ -192,9 +200,13 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     schedule = Schedule(optimizer, cfg.train, total)
 
     if resume is not None:
-        pos, schedule_state = load_state(resume, bare, optimizer)
-        if schedule_state:
-            schedule.load_state_dict(schedule_state)
+        saved.restore(bare, optimizer)
+        pos = saved.position
+        if saved.schedule:
+            try:
+                schedule.load_state_dict(saved.schedule)
+            except (KeyError, TypeError, ValueError) as e:
+                raise PoemctlError(f"{saved.path}: the schedule's state does not fit the run ({e})") from None
     else:
         pos = Position(step=0, epoch=1, batches_done=0, best=math.inf, last=math.nan, evaluated_at=-1, wall_time=0)
         if main:
@@ -205,7 +217,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     def save(position: Position) -> None:
         if main:
             state = replace(position, wall_time=time.time() - t0)
-            save_state(run_dir, bare.state_dict(), optimizer, state, schedule.state_dict())
+            save_state(run_dir, bare.state_dict(), optimizer, state, schedule.state_dict(), corpus.corpus_hash)
         accelerator.wait_for_everyone()
 
     def evaluate_and_save(position: Position) -> Position:

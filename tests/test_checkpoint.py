@@ -1,7 +1,10 @@
+import json
 from dataclasses import replace
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from poemctl import checkpoint
@@ -109,3 +112,86 @@ def test_a_float16_copy_loads_as_float32_and_writes_the_same_poems(trained, tmp_
     from_half = write_poems(half, meta.vocab, "月", cfg, data=meta.config.data)
     from_full = write_poems(full, meta.vocab, "月", cfg, data=meta.config.data)
     assert sum(a == b for a, b in zip(from_half, from_full, strict=True)) >= 15  # rounding may flip a rare draw
+
+
+def _with_metadata(path, **changes):
+    """Rewrite the checkpoint at path with some metadata fields replaced (None: removed)."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    for k, v in changes.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    save_file(tensors, path, metadata=meta)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("config", "[]", r"config is not a table of settings \(got list\)"),
+        ("config", "null", r"config is not a table of settings \(got NoneType\)"),
+        ("config", '{"model": 3}', r"config: model is not a table of settings"),
+        ("config", '{"model": {"hidden": "big"}}', r"config: \[model\] hidden must be an integer, got 'big'"),
+        ("config", '{"model": {"hidden": 0}}', r"config: --hidden must be at least 1, got 0"),
+        ("config", '{"model": {"hidden": 1180591620717411303424}}', r"does not fit its own metadata"),
+        ("vocab", json.dumps([PAD, UNK, *"月山。江"]), r"does not fit its own metadata: embedding.weight is \(5, 3\)"),
+        ("vocab", '[" ", "月"]', r"vocab: no unknown-character token '<unk>'"),
+        ("vocab", '["<unk>", "月"]', r"vocab: no padding token ' '"),
+        ("vocab", '[" ", "<unk>", "月", "月"]', r"vocab: a character appears twice"),
+        ("vocab", '{"a": 1}', r"vocab: not a list of characters"),
+        ("step", "x", r"invalid literal"),
+        ("model", None, r"no 'model'"),
+    ],
+)
+def test_metadata_that_poemctl_did_not_write_is_one_line_naming_the_file(tmp_path, field, value, message):
+    path, _, _ = _saved(tmp_path)
+    _with_metadata(path, **{field: value})
+    with pytest.raises(PoemctlError, match=message) as e:
+        checkpoint.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    path, model, meta = _saved(tmp_path)
+    with torch.no_grad():
+        model.lstm.bias[2] = float("nan")
+    checkpoint.save(path, model, meta)
+    with pytest.raises(PoemctlError, match=r"lstm.bias holds NaN or infinite values"):
+        checkpoint.load(path)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+PARTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "data": st.dictionaries(st.sampled_from(["seq_len", "corpus", "keywords", "forms", "min_freq"]), JSON),
+        "model": st.dictionaries(st.sampled_from(["hidden", "embedding", "tie_weights", "output_dropout"]), JSON),
+        "optim": st.dictionaries(st.sampled_from(["name", "lr", "betas", "extra"]), JSON),
+        "train": st.dictionaries(st.sampled_from(["model", "epochs", "schedule", "seed"]), JSON),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.sampled_from(["config", "vocab", "step", "epoch", "test_perplexity", "corpus_hash", "model", "format"]),
+    value=st.one_of(JSON.map(json.dumps), PARTS.map(json.dumps), st.text(max_size=20)),
+)
+def test_any_metadata_loads_or_is_one_line_naming_the_file(tmp_path, field, value):
+    path, _, _ = _saved(tmp_path)
+    _with_metadata(path, **{field: value})
+    try:
+        model, meta = checkpoint.load(path)
+    except PoemctlError as e:
+        assert str(path) in str(e) and "\n" not in str(e)
+    else:
+        assert isinstance(meta.config, RunConfig) and len(meta.vocab) >= 2
+        model(torch.tensor([[meta.vocab.pad_id, 2]]))  # what loads, runs
