@@ -233,7 +233,8 @@ def train(
         _D.rhyme_marks, help="With --control-tokens: the rhyme group's token again before each even line's rhyme."
     ),
     keywords: bool = typer.Option(
-        _D.keywords, help="With --control-tokens: a keyword (the poem's rarest common character) after them."
+        _D.keywords,
+        help="With --control-tokens and --keep-commas: each line's keyword (its rarest common character) before it.",
     ),
     control_tokens: bool = typer.Option(
         _D.control_tokens, help="Write each poem's form, rhyme group and tone pattern as tokens in front of it."
@@ -350,7 +351,10 @@ SAMPLING_OPTIONS = {
     "tones": (bool, typer.Option(_S.tones, help="Follow a regular 平仄 pattern of 五言/七言 绝句.")),
     "topic": (
         str,
-        typer.Option(_S.topic, help="The keyword (e.g. 雁) of a model trained with --keywords; default: it draws one."),
+        typer.Option(
+            _S.topic,
+            help="The first line's keyword (e.g. 雁) for a model trained with --keywords; default: it draws one.",
+        ),
     ),
 }
 CHECKPOINT_OPTIONS = {

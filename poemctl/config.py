@@ -37,7 +37,7 @@ class DataConfig:
     control_tokens: bool = False  # write each poem's form, rhyme group and tone pattern in front of it (control.py)
     forms: tuple[str, ...] = ()  # keep only poems of these forms (control.FORMS), on both sides of the split
     rhyme_marks: bool = False  # the rhyme group's token again before the last character of each even line
-    keywords: bool = False  # a keyword after the control tokens: the poem's rarest common character (control.py)
+    keywords: bool = False  # before each line its keyword, the line's rarest common character (control.py)
 
     def __post_init__(self) -> None:
         from poemctl.control import FORMS
@@ -45,7 +45,10 @@ class DataConfig:
         unknown = [f for f in self.forms if f not in FORMS]
         _check(not unknown, f"--forms: unknown form '{unknown[0] if unknown else ''}' (forms: {', '.join(FORMS)})")
         _check(not self.rhyme_marks or self.control_tokens, "--rhyme-marks needs --control-tokens")
-        _check(not self.keywords or self.control_tokens, "--keywords needs --control-tokens")
+        _check(
+            not self.keywords or (self.control_tokens and self.keep_commas),
+            "--keywords needs --control-tokens and --keep-commas (each line's keyword goes before it)",
+        )
         _check(
             not self.forms or self.keep_commas or self.control_tokens,
             "--forms needs --keep-commas or --control-tokens (without either, lines cannot be told apart)",
@@ -187,7 +190,7 @@ class SampleConfig:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     acrostic: str = ""  # line k starts with its k-th character; its length sets the number of lines
-    topic: str = ""  # the keyword of a model trained with keywords ("": the model draws it)
+    topic: str = ""  # the first line's keyword, for a model trained with keywords ("": the model draws it)
     rhyme: bool = False
     tones: bool = False
 

@@ -2,8 +2,9 @@
 
 A model trained on "[七绝][下平聲七陽][平起入韵]月落…" learns what each token asks of the lines after it;
 when it writes, it first draws the rhyme group and tone pattern from its own distribution, then the poem.
-With keywords, one more character follows the tokens: the poem's rarest character among the KEYWORD_RANKS
-most frequent ones, a topic the model draws before it writes ("[七绝][下平聲七陽][平起入韵]雁月落…").
+With keywords, each line is preceded by its keyword: the line's rarest character among the KEYWORD_RANKS
+most frequent ones, a plan the model draws before it writes the line ("[七绝][下平聲一先][平起入韵]啼月落乌啼
+霜满天，枫江枫渔火对愁[下平聲一先]眠。…").
 Each token is one character of Unicode's private use area, so the character-level vocabulary, the cache
 and checkpoints need nothing new, and sampling treats them like punctuation: never inside a line.
 """
@@ -130,6 +131,11 @@ def keyword(text: str, rank: dict[str, int], is_normal) -> str:
     return min(chars, key=rank.__getitem__, default="")
 
 
-def with_keyword(text: str, word: str) -> str:
-    """text with word written after its control tokens (the first len(ORDER) characters)."""
-    return text[: len(ORDER)] + word + text[len(ORDER) :]
+def with_keywords(text: str, rank: dict[str, int], is_normal) -> str:
+    """text (its control tokens first) with each line's keyword written before the line."""
+    head, body = text[: len(ORDER)], text[len(ORDER) :]
+    parts = re.split(f"({LINE_BREAKS.pattern})", body)  # line, mark, line, mark, …, the text after the last
+    for k in range(0, len(parts), 2):
+        if parts[k]:
+            parts[k] = keyword(parts[k], rank, is_normal) + parts[k]
+    return head + "".join(parts)

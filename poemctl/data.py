@@ -141,10 +141,10 @@ def encode_rows(poems: list[str], vocab: Vocab, seq_len: int) -> np.ndarray:
 
 
 def encode_poems(poems: list[str], vocab: Vocab, cfg: DataConfig) -> np.ndarray:
-    """encode_rows of preprocessed poems, with each one's keyword when the preset has keywords (chosen by the
+    """encode_rows of preprocessed poems, with each line's keyword when the preset has keywords (chosen by the
     vocabulary's frequency order, so only once a vocabulary exists)."""
     if cfg.keywords:
-        poems = [control.with_keyword(p, control.keyword(p, vocab.index, is_normal)) for p in poems]
+        poems = [control.with_keywords(p, vocab.index, is_normal) for p in poems]
     return encode_rows(poems, vocab, cfg.seq_len)
 
 

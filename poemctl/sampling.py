@@ -118,7 +118,9 @@ def write_poems(
     data is the preset the model was trained on (default: the course's): its row length, its line ends,
     and its control tokens. With control tokens each poem starts with its form's token; the model then draws
     its rhyme group's and tone pattern's tokens from its own distribution over them. With rhyme marks the
-    drawn group's token is written again before the last character of each even line, as in training.
+    drawn group's token is written again before the last character of each even line, as in training. With
+    keywords the model draws each line's keyword from its own distribution over written characters (the
+    first line's is cfg.topic if given) and reads it before the line; keywords are not printed.
     """
     data = data or DataConfig()
     lines = len(cfg.acrostic) if cfg.acrostic else cfg.lines
@@ -145,7 +147,7 @@ def write_poems(
     # Training rows are padded in front: read as much padding as a poem of this length had.
     length = lines * cfg.chars + sum(e is not None for e in ends) + (len(control.ORDER) if data.control_tokens else 0)
     length += lines // 2 if data.rhyme_marks else 0
-    length += 1 if data.keywords else 0
+    length += lines if data.keywords else 0
     if cfg.topic and not data.keywords:
         raise PoemctlError("--topic needs a model trained with --keywords; this checkpoint's preset has none")
     topic = _check_start(vocab, cfg.topic, "topic") if cfg.topic else None
@@ -165,11 +167,6 @@ def write_poems(
             drawn[kind] = _draw_token(logits, vocab, kind, gen)
             out = model(drawn[kind][:, None].to(device), state=state)
             state, logits = out.state, out.logits[:, -1]
-        if data.keywords:  # the topic: given, or drawn from the model's distribution over written characters
-            written = masks.normal.nonzero()[:, 0].tolist()
-            word = torch.full((N,), topic) if topic is not None else _draw(logits, written, gen)
-            out = model(word[:, None].to(device), state=state)
-            state, logits = out.state, out.logits[:, -1]
         if data.rhyme_marks:
             none = vocab.index.get(control.token("rhyme", control.NONE), -1)
             marks = torch.where(drawn["rhyme"] == none, -1, drawn["rhyme"])
@@ -179,7 +176,12 @@ def write_poems(
                 if group in masks.groups:
                     row_groups[b] = torch.tensor([g == group for g in masks.groups])
     poems = [["" for _ in range(lines)] for _ in range(N)]
+    written = masks.normal.nonzero()[:, 0].tolist()
     for k in range(lines):
+        if data.keywords:  # the line's keyword: given (--topic, line 1) or drawn from the model's distribution
+            word = torch.full((N,), topic) if topic is not None and k == 0 else _draw(logits, written, gen)
+            out = model(word[:, None].to(device), state=state)
+            state, logits = out.state, out.logits[:, -1]
         for pos in range(cfg.chars):
             if pos == 0 and (k == 0 or cfg.acrostic):
                 picks = torch.full((N,), starts[k if cfg.acrostic else 0])

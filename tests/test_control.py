@@ -195,17 +195,21 @@ def test_a_form_the_vocabulary_lacks_writes_with_the_none_form(poem_run):
     assert [len(p) for p in poems] == [6, 6, 6]  # six lines: no form token of its own, none's instead
 
 
-def test_a_keyword_is_the_poems_rarest_common_character():
+def test_a_keyword_is_the_lines_rarest_common_character():
     rank = {"月": 0, "落": 5, "乌": 2500, "啼": 1500, "霜": 40, "，": 1}
-    assert control.keyword("月落乌啼霜，", rank, is_normal) == "啼"  # 乌 is rarer, but past KEYWORD_RANKS
-    assert control.keyword("乌，", rank, is_normal) == "乌"  # nothing below it: the most frequent there is
-    assert control.keyword("天，", rank, is_normal) == ""
-    assert control.with_keyword("ABC月落", "啼") == "ABC啼月落"
+    assert control.keyword("月落乌啼霜", rank, is_normal) == "啼"  # 乌 is rarer, but past KEYWORD_RANKS
+    assert control.keyword("乌", rank, is_normal) == "乌"  # nothing below it: the most frequent there is
+    assert control.keyword("天", rank, is_normal) == ""
+    rank = {c: i for i, c in enumerate("月天江人山风落乌啼霜满枫渔火对愁眠姑苏城外寒寺夜半钟声到客船")}
+    assert control.with_keywords("ABC" + MAPLE_BRIDGE, rank, is_normal) == (
+        "ABC满月落乌啼霜满天，眠江枫渔火对愁眠。寺姑苏城外寒山寺，船夜半钟声到客船。"
+    )
 
 
-def test_keywords_need_control_tokens():
-    with pytest.raises(PoemctlError, match="--keywords needs --control-tokens"):
-        DataConfig(keywords=True, keep_commas=True)
+def test_keywords_need_control_tokens_and_line_ends():
+    for preset in ({"keep_commas": True}, {"control_tokens": True}):
+        with pytest.raises(PoemctlError, match="--keywords needs --control-tokens and --keep-commas"):
+            DataConfig(keywords=True, **preset)
 
 
 @pytest.fixture(scope="module")
@@ -218,24 +222,23 @@ def keyword_run(tmp_path_factory):
     return run_dir
 
 
-def test_each_training_row_has_its_keyword_after_the_control_tokens(keyword_run):
+def test_each_line_of_a_training_row_has_its_keyword_before_it(keyword_run):
     model, meta = checkpoint.load(keyword_run / "last.safetensors")
     corpus = load_corpus(meta.config.data)
-    whole = 0
     unk = meta.vocab.tokens[meta.vocab.unk_id]  # a rhyme group too rare in this slice is unknown
+    checked = 0
     for row in corpus.train.tolist():
+        if row[0] != meta.vocab.pad_id:
+            continue  # cut: its last line may have lost its keyword's source
         toks = [meta.vocab.tokens[i] for i in row if i != meta.vocab.pad_id]
-        assert all(
-            t == unk or control.name_of(t)[0] == kind for t, kind in zip(toks[:3], control.ORDER, strict=True)
-        ), toks
-        assert is_normal(toks[3]), toks
-        if row[0] == meta.vocab.pad_id:  # the whole poem is in the row: the keyword is one of its characters
-            assert toks[3] in toks[4:], toks
-            whole += 1
-    assert whole > len(corpus.train) // 2
+        assert all(t == unk or control.name_of(t)[0] == kind for t, kind in zip(toks[:3], control.ORDER, strict=True))
+        for line in control.lines_of("".join(t if len(t) == 1 else "?" for t in toks[3:])):
+            assert is_normal(line[0]) and line[0] in line[1:], toks
+            checked += 1
+    assert checked > len(corpus.train)
 
 
-def test_a_keyword_model_draws_or_is_given_its_topic(keyword_run, monkeypatch):
+def test_a_keyword_model_draws_or_is_given_each_lines_keyword(keyword_run, monkeypatch):
     model, meta = checkpoint.load(keyword_run / "last.safetensors")
     fed = []
     real = type(model).forward
@@ -247,8 +250,15 @@ def test_a_keyword_model_draws_or_is_given_its_topic(keyword_run, monkeypatch):
     monkeypatch.setattr(type(model), "forward", watched)
     poems = write_poems(model, meta.vocab, "月", SampleConfig(num=16, seed=2), data=meta.config.data)
     assert all(len(p) == 4 and all(len(x) == 7 for x in p) for p in poems)
-    drawn = fed[3][:, -1].tolist()  # fed[0]: padding and form; 1, 2: rhyme group, tone pattern; 3: keyword
-    assert all(is_normal(meta.vocab.tokens[t]) for t in drawn) and len(set(drawn)) > 1
+    # fed[0]: padding and form; 1, 2: rhyme group, tone pattern; then per line: its keyword, its 7 characters
+    # (the 7th with the line's end), the last line's 7th never read
+    keyword_feeds = [3, 11, 19, 27]
+    assert len(fed) == 3 + 4 * 8 - 1
+    for i in keyword_feeds:
+        drawn = fed[i][:, -1].tolist()
+        assert fed[i].shape == (16, 1) and all(is_normal(meta.vocab.tokens[t]) for t in drawn)
+    assert len({t for i in keyword_feeds for t in fed[i][:, -1].tolist()}) > 4
+    assert fed[4][:, 0].tolist() == [meta.vocab.index["月"]] * 16  # the start follows the first keyword
     fed.clear()
     write_poems(model, meta.vocab, "月", SampleConfig(num=4, seed=2, topic="山"), data=meta.config.data)
     assert fed[3][:, -1].tolist() == [meta.vocab.index["山"]] * 4
