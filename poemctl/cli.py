@@ -416,14 +416,15 @@ def sample(
     checkpoint: dict | None = None,
 ) -> None:
     """Write poems that start with FIRST (default: one 七言绝句, 4 lines of 7 characters)."""
-    from poemctl.sampling import format_poem, write_poems
+    from poemctl.sampling import format_poem, iter_poems
 
     if len(first) != 1:
         raise PoemctlError(f"give one start character, got '{first}'")
     cfg = SampleConfig(**sampling, num=num, seed=seed)  # bad numbers fail before the checkpoint is read
     net, meta = _load(**checkpoint)
-    poems = write_poems(net, meta.vocab, first, cfg, data=meta.config.data)
-    out.print("\n\n".join(format_poem(p) for p in poems), highlight=False)
+    for k, batch in enumerate(iter_poems(net, meta.vocab, first, cfg, data=meta.config.data)):
+        text = "\n\n".join(format_poem(p) for p in batch)
+        out.print(("\n" if k else "") + text, highlight=False)  # as they come: --num may be large
 
 
 @app.command()

@@ -55,6 +55,7 @@ class DataConfig:
         )
         _check(self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}")
         _check(self.seq_len >= 2, f"--seq-len must be at least 2, got {self.seq_len}")
+        _check(self.split_seed >= 0, f"--split-seed must be 0 or more, got {self.split_seed}")
         _check(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}")
         _check(self.max_poems >= 0, f"--max-poems must be 0 (all) or more, got {self.max_poems}")
 
@@ -140,6 +141,7 @@ class TrainConfig:
         _check(0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(0 < self.plateau_factor < 1, f"--plateau-factor must be in (0, 1), got {self.plateau_factor}")
         _check(self.plateau_patience >= 0, f"--plateau-patience must be 0 or more, got {self.plateau_patience}")
+        _check(0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}")  # NumPy's limit
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         _check(self.max_steps >= 0, f"--max-steps must be 0 (no limit) or more, got {self.max_steps}")
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
@@ -200,7 +202,11 @@ class SampleConfig:
             (self.lines >= 1, f"--lines must be at least 1, got {self.lines}"),
             (self.num >= 1, f"--num must be at least 1, got {self.num}"),
             (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy}"),
-            (self.temperature > 0, f"--temperature must be greater than 0, got {self.temperature}"),
+            (
+                0 < self.temperature < math.inf,
+                f"--temperature must be a positive number, got {self.temperature}",
+            ),
+            (self.seed is None or 0 <= self.seed < 2**63, f"--seed must be in [0, 2**63), got {self.seed}"),
             (self.top_k >= 0, f"--top-k must be 0 (off) or more, got {self.top_k}"),
             (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
             (len(self.topic) <= 1, f"--topic must be one character, got '{self.topic}'"),

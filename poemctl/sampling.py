@@ -8,7 +8,10 @@ regular 平仄 patterns. All the poems of one call are written together, as one 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
+from collections.abc import Iterator
 
 import torch
 
@@ -53,25 +56,33 @@ class Constraints:
         return {PING: self.ping_ok, ZE: self.ze_ok, FREE: self.normal}[tone]
 
 
-def choose(probs: torch.Tensor, allowed: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
-    """(N, V) probabilities and allowed masks → (N,) picks; rows with nothing allowed take their likeliest."""
-    N = probs.shape[0]
+def choose(logits: torch.Tensor, allowed: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
+    """(N, V) logits and allowed masks → (N,) picks; rows with nothing allowed take their likeliest.
+
+    Works on log-probabilities in float64 over the allowed set, so that a low temperature approaches greedy
+    (probabilities that underflow to 0 outside the likeliest character would otherwise leave nothing).
+    """
+    N = logits.shape[0]
     rows = torch.arange(N)
-    masked = probs * allowed + allowed * 1e-30  # allowed characters never sink to probability 0
+    scores = torch.log_softmax(logits.double() / cfg.temperature, dim=1)  # (N, V), −inf only far out
+    allowed = allowed & ~scores.isnan()
+    allowed[~allowed.any(1)] = True  # nothing allowed: every character is, the likeliest wins below
+    masked = scores.masked_fill(~allowed, -math.inf)
     if cfg.strategy == "greedy":
         return masked.argmax(1)
     if cfg.strategy == "sample":
+        # Renormalised over the allowed set; where every allowed one underflows, the likeliest allowed.
+        probs = torch.softmax(masked - masked.amax(1, keepdim=True), dim=1)
         if cfg.top_k:
-            kth = masked.topk(min(cfg.top_k, masked.shape[1]), dim=1).values[:, -1:]
-            masked = masked * (masked >= kth)
+            kth = probs.topk(min(cfg.top_k, probs.shape[1]), dim=1).values[:, -1:]
+            probs = probs * (probs >= kth)
         if cfg.top_p < 1:
-            sorted_p, order = masked.sort(dim=1, descending=True)
+            sorted_p, order = probs.sort(dim=1, descending=True)
             before = (sorted_p.cumsum(1) - sorted_p) / sorted_p.sum(1, keepdim=True)  # mass of likelier ones
-            keep_sorted = before < cfg.top_p
-            masked = torch.zeros_like(masked).scatter(1, order, sorted_p * keep_sorted)
-        return torch.multinomial(masked, 1, generator=gen)[:, 0]
+            probs = torch.zeros_like(probs).scatter(1, order, sorted_p * (before < cfg.top_p))
+        return torch.multinomial(probs, 1, generator=gen)[:, 0]
     # The course rule: draw from the top 5; while the draw is not allowed, draw again from the top 10.
-    top = probs.topk(min(10, probs.shape[1]), dim=1).indices  # (N, 10)
+    top = scores.topk(min(10, scores.shape[1]), dim=1).indices  # (N, 10)
     ok = allowed.gather(1, top)
     choice = torch.randint(min(5, top.shape[1]), (N,), generator=gen)
     for _ in range(50):
@@ -83,11 +94,11 @@ def choose(probs: torch.Tensor, allowed: torch.Tensor, cfg: SampleConfig, gen: t
     # Rows with no allowed character in their top 10 widen the window: the top 5 of the allowed ones.
     stuck = ~ok[rows, choice]
     if stuck.any():
-        wide = masked[stuck].topk(5, dim=1)
+        n_allowed = allowed[stuck].sum(1)
+        wide = masked[stuck].topk(5, dim=1).indices
         pick = torch.randint(5, (int(stuck.sum()),), generator=gen)
-        usable = wide.values[torch.arange(len(pick)), pick] > 0  # fewer than 5 allowed: take the first
-        pick = torch.where(usable, pick, torch.zeros_like(pick))
-        picks[stuck] = wide.indices[torch.arange(len(pick)), pick]
+        pick = torch.where(pick < n_allowed, pick, torch.zeros_like(pick))  # fewer than 5 allowed: the first
+        picks[stuck] = wide[torch.arange(len(pick)), pick]
     return picks
 
 
@@ -103,7 +114,9 @@ def _check_start(vocab: Vocab, ch: str, what: str) -> int:
     return vocab.index[ch]
 
 
-@torch.no_grad()
+POEM_BATCH = 512  # poems written at once: memory (a few N × V tensors) stays bounded for any --num
+
+
 def write_poems(
     model: PoemModel,
     vocab: Vocab,
@@ -112,6 +125,37 @@ def write_poems(
     *,
     data: DataConfig | None = None,
     prosody: Prosody | None = None,
+) -> list[list[str]]:
+    """cfg.num poems starting with first (or the acrostic's characters); each poem a list of lines."""
+    return [poem for batch in iter_poems(model, vocab, first, cfg, data=data, prosody=prosody) for poem in batch]
+
+
+def iter_poems(
+    model: PoemModel,
+    vocab: Vocab,
+    first: str,
+    cfg: SampleConfig,
+    *,
+    data: DataConfig | None = None,
+    prosody: Prosody | None = None,
+) -> Iterator[list[list[str]]]:
+    """write_poems' poems in batches of at most POEM_BATCH, one random stream for them all."""
+    seed = cfg.seed if cfg.seed is not None else random.randrange(2**63)
+    gen = torch.Generator().manual_seed(seed)
+    for done in range(0, cfg.num, POEM_BATCH):
+        batch = dataclasses.replace(cfg, num=min(POEM_BATCH, cfg.num - done))
+        yield _write_batch(model, vocab, first, batch, data, prosody, gen)
+
+
+@torch.no_grad()
+def _write_batch(
+    model: PoemModel,
+    vocab: Vocab,
+    first: str,
+    cfg: SampleConfig,
+    data: DataConfig | None,
+    prosody: Prosody | None,
+    gen: torch.Generator,
 ) -> list[list[str]]:
     """cfg.num poems starting with first (or the acrostic's characters); each poem a list of lines.
 
@@ -130,8 +174,6 @@ def write_poems(
     if (cfg.rhyme or cfg.tones) and prosody is None:
         prosody = Prosody()
     masks = Constraints(vocab, prosody if (cfg.rhyme or cfg.tones) else None)
-    seed = cfg.seed if cfg.seed is not None else random.randrange(2**63)
-    gen = torch.Generator().manual_seed(seed)
     N, V = cfg.num, len(vocab)
     shapes = list(patterns(cfg.chars, lines).items())
     chosen = [shapes[i] for i in torch.randint(len(shapes), (N,), generator=gen).tolist()]
@@ -186,7 +228,6 @@ def write_poems(
             if pos == 0 and (k == 0 or cfg.acrostic):
                 picks = torch.full((N,), starts[k if cfg.acrostic else 0])
             else:
-                probs = torch.softmax(logits.float().cpu() / cfg.temperature, dim=-1)
                 allowed = masks.normal.expand(N, V).clone()
                 if cfg.tones:
                     allowed &= torch.stack([masks.tone_mask(p[k][pos]) for _, p in chosen])
@@ -197,7 +238,7 @@ def write_poems(
                     # Never break the form: a row left with no rhyming character keeps its other masks.
                     usable = rhyming & narrowed.any(1)
                     allowed[usable] = narrowed[usable]
-                picks = choose(probs, allowed, cfg, gen)
+                picks = choose(logits.cpu(), allowed, cfg, gen)
                 if rhyming.any():
                     r = rhyming.nonzero()[:, 0]
                     row_groups[r] &= masks.member[:, picks[r]].t()

@@ -29,27 +29,27 @@ def untrained(data_cfg):
     return TorchLSTM(ModelConfig(vocab_size=len(vocab), hidden=16, embedding=8)), vocab
 
 
-def _probs(n=15):
-    return torch.linspace(1, 0.1, n).softmax(0).expand(400, n)
+def _logits(n=15):
+    return torch.linspace(1, 0.1, n).expand(400, n).clone()
 
 
 def test_course_rule_draws_from_the_top_five():
     allowed = torch.ones(400, 15, dtype=torch.bool)
-    picks = choose(_probs(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
+    picks = choose(_logits(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
     assert set(picks.tolist()) == {0, 1, 2, 3, 4}
 
 
 def test_course_rule_redraws_from_the_top_ten():
     allowed = torch.ones(400, 15, dtype=torch.bool)
     allowed[:, :5] = False  # the whole top 5 is punctuation
-    picks = choose(_probs(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
+    picks = choose(_logits(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
     assert set(picks.tolist()) == {5, 6, 7, 8, 9}
 
 
 def test_course_rule_widens_when_the_top_ten_is_masked():
     allowed = torch.ones(400, 15, dtype=torch.bool)
     allowed[:, :10] = False
-    picks = choose(_probs(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
+    picks = choose(_logits(), allowed, SampleConfig(), torch.Generator().manual_seed(0))
     assert set(picks.tolist()) == {10, 11, 12, 13, 14}
 
 
@@ -64,12 +64,43 @@ def test_course_rule_widens_when_the_top_ten_is_masked():
 def test_other_strategies_respect_the_mask(cfg):
     allowed = torch.ones(400, 15, dtype=torch.bool)
     allowed[:, 0] = False
-    picks = choose(_probs(), allowed, cfg, torch.Generator().manual_seed(0))
+    picks = choose(_logits(), allowed, cfg, torch.Generator().manual_seed(0))
     assert 0 not in picks.tolist()
     if cfg.strategy == "greedy":
         assert set(picks.tolist()) == {1}
     if cfg.top_k == 3:
         assert set(picks.tolist()) == {1, 2, 3}
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.001, 1e-45])
+def test_a_low_temperature_approaches_greedy_over_the_allowed_set(temperature):
+    logits = torch.linspace(30, 0, 15).expand(400, 15).clone()
+    allowed = torch.ones(400, 15, dtype=torch.bool)
+    allowed[:, 0] = False  # the likeliest is masked: what is left underflows to 0 at this temperature
+    cfg = SampleConfig(strategy="sample", temperature=temperature)
+    picks = choose(logits, allowed, cfg, torch.Generator().manual_seed(0))
+    assert set(picks.tolist()) == {1}  # the likeliest allowed one, not a uniform draw of rare ones
+
+
+def test_sampling_at_temperature_one_follows_the_distribution():
+    logits = torch.tensor([2.0, 1.0, 0.0]).log_softmax(0).expand(20000, 3).clone()
+    picks = choose(logits, torch.ones(20000, 3, dtype=torch.bool), SampleConfig(strategy="sample"), torch.Generator())
+    freq = torch.bincount(picks, minlength=3).double() / 20000
+    torch.testing.assert_close(freq, torch.tensor([2.0, 1.0, 0.0]).softmax(0).double(), atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--temperature", "inf", "--temperature must be a positive number"),
+        ("--temperature", "1e-400", "--temperature must be a positive number"),
+        ("--seed", "-1", "--seed must be in [0, 2**63), got -1"),
+        ("--seed", str(2**63), "--seed must be in [0, 2**63)"),
+    ],
+)
+def test_extreme_sampling_values_are_one_line_errors(option, value, message):
+    result = runner.invoke(app, ["sample", "月", "--strategy", "sample", option, value])
+    assert result.exit_code == 2 and message in result.output, result.output
 
 
 @pytest.mark.parametrize("strategy", ["course", "sample", "greedy"])
@@ -177,3 +208,22 @@ def test_evaluate_cli(trained, tmp_path):
     assert 0 <= stats["copy_rate"] <= 1 and 0 < stats["distinct_1"] <= 1 and stats["ms_per_poem"] > 0
     for key in ("form_valid", "rhymed", "tonal", "copy_rate", "distinct_1", "distinct_2", "ms_per_poem"):
         assert key in result.output
+
+
+def test_many_poems_are_written_in_batches_of_bounded_size(untrained, monkeypatch):
+    import poemctl.sampling as sampling
+
+    model, vocab = untrained
+    monkeypatch.setattr(sampling, "POEM_BATCH", 4)
+    rows = []
+    real = type(model).forward
+
+    def watched(self, tokens, state=None, **k):
+        rows.append(tokens.shape[0])
+        return real(self, tokens, state, **k)
+
+    monkeypatch.setattr(type(model), "forward", watched)
+    poems = write_poems(model, vocab, "月", SampleConfig(num=11, seed=3))
+    assert len(poems) == 11 and all(valid_form(p, 4, 7) for p in poems)
+    assert max(rows) == 4 and 3 in rows  # 4 + 4 + 3
+    assert write_poems(model, vocab, "月", SampleConfig(num=11, seed=3)) == poems
