@@ -496,8 +496,21 @@ def perplexity_cmd(
     score = score_checkpoint(net, meta, split, text, corpus, batch_size)
     if score.other_corpus:
         err.print("[yellow]warning:[/] this corpus differs from the one the checkpoint was trained on")
+    if score.unknown_share > UNKNOWN_WARNING:
+        err.print(
+            f"[yellow]warning:[/] {score.unknown_share:.1%} of the scored characters are unknown to this "
+            "checkpoint's vocabulary (<unk>): the perplexity says little about this text",
+            highlight=False,
+        )
     ppl = f"{score.perplexity:.2f}" if math.isfinite(score.perplexity) else str(score.perplexity)
-    out.print(f"perplexity {ppl} over {score.tokens} tokens ({score.source}, {score.poems} poems)", highlight=False)
+    out.print(
+        f"perplexity {ppl} over {score.tokens} tokens ({score.source}, {score.poems} poems; "
+        f"{score.unknown_share:.1%} unknown characters)",
+        highlight=False,
+    )
+
+
+UNKNOWN_WARNING = 0.05  # the test split of the full corpus has about 0.1% <unk>
 
 
 @app.command("gradcheck")

@@ -43,13 +43,20 @@ class Score:
     poems: int
     source: str  # "test split", "train split" or the file's path
     other_corpus: bool  # the split was rebuilt from a corpus other than the checkpoint's
+    unknown: int = 0  # scored targets that are <unk>: the vocabulary does not know them
+
+    @property
+    def unknown_share(self) -> float:
+        """The share of scored characters the checkpoint's vocabulary does not know."""
+        return self.unknown / max(self.tokens, 1)
 
 
 def score_checkpoint(
     model: PoemModel, meta, split: str = "test", text: Path | None = None, corpus: str | None = None, batch_size=256
 ) -> Score:
     """Perplexity of a loaded checkpoint (model, meta) on its split, rebuilt from its metadata (and corpus, if
-    given), or on a UTF-8 file of poems, one per line."""
+    given), or on a UTF-8 file of poems, one per line. <unk> is scored like any character, which makes a
+    text the vocabulary does not know look easy: the Score counts them."""
     if split not in ("test", "train"):
         raise PoemctlError(f"--split must be test or train, got {split}")
     if batch_size < 1:
@@ -68,4 +75,6 @@ def score_checkpoint(
         other = data.corpus_hash != meta.corpus_hash
         rows, source = (data.test if split == "test" else data.train), f"{split} split"
     nll, n = total_nll(model, batches(rows, batch_size), meta.vocab.pad_id)
-    return Score(perplexity(nll, n), n, len(rows), source, other)
+    targets = rows[:, 1:]
+    unknown = int(((targets == meta.vocab.unk_id) & (targets != meta.vocab.pad_id)).sum())
+    return Score(perplexity(nll, n), n, len(rows), source, other, unknown)

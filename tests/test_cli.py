@@ -90,7 +90,18 @@ def test_perplexity_of_a_text_file(trained, tmp_path):
     text.write_text("床前明月光，疑是地上霜。\n\n舉頭望明月，低頭思故鄉。\n", encoding="utf-8")
     result = run("perplexity", trained / "best.safetensors", "--text", text)
     assert result.exit_code == 0, result.output
-    assert re.search(r"perplexity [\d.]+ over 22 tokens .*2 poems", result.output)
+    assert re.search(r"perplexity [\d.]+ over 22 tokens .*2 poems; \d+\.\d% unknown characters", result.output)
+    assert "warning" not in result.output
+
+
+def test_a_text_of_unknown_characters_is_reported_and_warned_about(trained, tmp_path):
+    text = tmp_path / "latin.txt"
+    text.write_text("The moon is bright tonight.\nHello world, again and again.\n", encoding="utf-8")
+    result = run("perplexity", trained / "best.safetensors", "--text", text)
+    assert result.exit_code == 0, result.output
+    share = float(re.search(r"; ([\d.]+)% unknown characters", result.output).group(1))
+    assert share > 50
+    assert f"warning: {share:.1f}% of the scored characters are unknown" in " ".join(result.output.split())
 
 
 def _one_line_error(result, text):
