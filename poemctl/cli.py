@@ -83,8 +83,11 @@ def data_download(
         help="Base URL or local folder laid out like the upstream chinese-poetry repository.",
     ),
     dest: Path = typer.Option(Path(_D.corpus), "--dest", help="Folder to put the corpus in."),
+    timeout: float = typer.Option(1800.0, help="Give up when the whole download takes longer (seconds)."),
 ) -> None:
     """Download the 全唐诗 JSON files (57,607 poems), checking that each one parses."""
+    if not timeout > 0:
+        raise PoemctlError(f"--timeout must be greater than 0, got {timeout}")
     from rich.progress import Progress
 
     from poemctl.corpus import download, manifest
@@ -92,7 +95,7 @@ def data_download(
     n = len(manifest()["files"])
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("downloading 全唐诗", total=n)
-        paths = download(source, dest, progress=lambda: progress.advance(task))
+        paths = download(source, dest, progress=lambda: progress.advance(task), timeout=timeout)
     out.print(f"{len(paths)} files in {paths[0].parent}")
 
 

@@ -3,10 +3,15 @@ import http.server
 import json
 import shutil
 import threading
+import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from poemctl.config import DataConfig
 from poemctl.corpus import corpus_files, download, manifest, parse_poems, read_poems
+from poemctl.data import Preprocessor
 from poemctl.errors import PoemctlError
 from tests.conftest import CORPUS
 
@@ -100,3 +105,70 @@ def test_missing_remote_file_is_named(tmp_path, few_files, server):
     (root / "全唐诗" / "poet.tang.2000.json").unlink()
     with pytest.raises(PoemctlError, match="poet.tang.2000.json"):
         download(url, tmp_path / "dest")
+
+
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """A server that promises a big file and sends one byte every 0.2 s: no single read ever times out."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        for _ in range(200):
+            try:
+                self.wfile.write(b"[")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline(tmp_path, few_files):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(PoemctlError, match=r"cannot download poet.tang.0.json from .* in time .*--timeout"):
+            download(f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path / "dest", timeout=1.5)
+    finally:
+        httpd.shutdown()
+    assert time.monotonic() - start < 5
+
+
+def test_an_unreadable_corpus_file_is_named(tmp_path):
+    folder = tmp_path / "全唐诗"
+    (folder / "poet.tang.0.json").mkdir(parents=True)  # a folder where a file should be
+    with pytest.raises(PoemctlError, match=r"cannot read corpus file .*poet.tang.0.json"):
+        read_poems(corpus_files(tmp_path))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["paragraphs", "title", "x"]), inner),
+    max_leaves=15,
+)
+
+
+@pytest.fixture(scope="module")
+def preprocessors():
+    return [
+        Preprocessor(DataConfig()),
+        Preprocessor(DataConfig(control_tokens=True, keep_commas=True, rhyme_marks=True)),
+    ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(JSON.map(lambda v: json.dumps(v).encode()), st.binary(max_size=40), st.just(b"[" * 100000)))
+def test_any_corpus_file_parses_or_is_one_line_naming_it(preprocessors, raw):
+    try:
+        poems = parse_poems(raw, "poet.tang.7.json")
+    except PoemctlError as e:
+        assert "poet.tang.7.json" in str(e) and "\n" not in str(e)
+    else:
+        assert all(isinstance(p, str) for p in poems)
+        for pre in preprocessors:  # and what parses, preprocesses
+            for p in poems:
+                assert isinstance(pre(p), str)
