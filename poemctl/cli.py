@@ -245,6 +245,9 @@ def train(
     forms: str = typer.Option(
         ",".join(_D.forms), help="Keep only poems of these forms, comma-separated: 七绝, 五绝, 七律, 五律, none."
     ),
+    dist_timeout: int = typer.Option(
+        _T.dist_timeout, help="Seconds a process of a multi-process run waits for the others before giving up."
+    ),
     init_from: str = typer.Option(
         _T.init_from, help="Start from this checkpoint's weights and vocabulary (e.g. a quatrain stage)."
     ),

@@ -14,11 +14,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from poemctl import checkpoint, gpu_modes
@@ -103,6 +104,15 @@ class Interrupts:
         return accelerator.reduce(flag, "sum").item() > 0
 
 
+def _peer_loss(e: RuntimeError) -> str:
+    """The gist of a failed collective's error (gloo's and NCCL's are long)."""
+    text = str(e)
+    for gist in ("Connection reset by peer", "Connection closed by peer", "timed out", "Timed out", "Broken pipe"):
+        if gist in text:
+            return gist.lower() if gist.startswith("Timed") else gist
+    return (text.strip().splitlines() or [type(e).__name__])[0][:100]
+
+
 class _StepBoundary(Exception):
     """Raised between steps when a stop was asked for."""
 
@@ -153,6 +163,7 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e is shuffled by seed + e
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout))],
     )
     try:
         return _train(accelerator, cfg, model_cls, resume)
@@ -214,7 +225,11 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     log = MetricsLog(run_dir if main else None, keep_until_step=pos.step if resume else None)
     t0 = time.time() - pos.wall_time
 
+    saved_at = pos.step if resume is not None else None  # the step of the last state written
+
     def save(position: Position) -> None:
+        nonlocal saved_at
+        saved_at = position.step
         if main:
             state = replace(position, wall_time=time.time() - t0)
             save_state(run_dir, bare.state_dict(), optimizer, state, schedule.state_dict(), corpus.corpus_hash)
@@ -309,6 +324,16 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         save(pos)
         raise TrainingStopped(
             f"interrupted after step {pos.step}; the state is saved. Resume with: poemctl train --resume {run_dir}"
+        ) from None
+    except RuntimeError as e:
+        if accelerator.num_processes == 1:
+            raise
+        # Another process died or hung: the collectives are broken, so nothing more can be saved.
+        kept = f"the state saved after step {saved_at} stands" if saved_at is not None else "no state was saved"
+        where = run_dir or "the run folder the main process named"
+        raise TrainingStopped(
+            f"lost another process of the run during step {pos.step} ({_peer_loss(e)}); {kept}. "
+            f"Restart every machine with: poemctl train --resume {where}"
         ) from None
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: mid-step, nothing consistent to save
         raise TrainingStopped(
