@@ -174,9 +174,13 @@ def prepare_poems(cfg: DataConfig, raw: list[str], source: str) -> list[str]:
     return poems
 
 
+CACHE_VERSION = 2  # raise it whenever preprocessing or encoding changes what a preset's rows hold
+
+
 def cache_path(cfg: DataConfig, digest: str, vocab: Vocab | None) -> Path:
-    """Where the encoded corpus is cached: keyed by the corpus hash, the preset and a given vocabulary."""
-    key = json.dumps([digest, cfg.preset(), vocab.tokens if vocab else None], ensure_ascii=False)
+    """Where the encoded corpus is cached: keyed by the corpus hash, the preset, a given vocabulary and the
+    version of the code that encodes it."""
+    key = json.dumps([CACHE_VERSION, digest, cfg.preset(), vocab.tokens if vocab else None], ensure_ascii=False)
     return Path(cfg.cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
 
 

@@ -85,6 +85,14 @@ def test_cache_key_changes_with_options(data_cfg):
     assert "，" in b.vocab.tokens and "，" not in a.vocab.tokens
 
 
+def test_cache_key_changes_with_the_encoding_code(data_cfg, monkeypatch):
+    import poemctl.data
+
+    before = poemctl.data.cache_path(data_cfg, "abc", None)
+    monkeypatch.setattr(poemctl.data, "CACHE_VERSION", poemctl.data.CACHE_VERSION + 1)
+    assert poemctl.data.cache_path(data_cfg, "abc", None) != before  # old rows are never read as new ones
+
+
 def test_empty_after_filtering(data_cfg, tmp_path):
     from dataclasses import replace
 
