@@ -235,10 +235,6 @@ def train(
     rhyme_marks: bool = typer.Option(
         _D.rhyme_marks, help="With --control-tokens: the rhyme group's token again before each even line's rhyme."
     ),
-    keywords: bool = typer.Option(
-        _D.keywords,
-        help="With --control-tokens and --keep-commas: each line's keyword (its rarest common character) before it.",
-    ),
     control_tokens: bool = typer.Option(
         _D.control_tokens, help="Write each poem's form, rhyme group and tone pattern as tokens in front of it."
     ),
@@ -355,13 +351,6 @@ SAMPLING_OPTIONS = {
         typer.Option(_S.rhyme, help="End the even lines (and line 1 when its pattern asks) in one 平水韵 group."),
     ),
     "tones": (bool, typer.Option(_S.tones, help="Follow a regular 平仄 pattern of 五言/七言 绝句.")),
-    "topic": (
-        str,
-        typer.Option(
-            _S.topic,
-            help="The first line's keyword (e.g. 雁) for a model trained with --keywords; default: it draws one.",
-        ),
-    ),
 }
 CHECKPOINT_OPTIONS = {
     "ckpt": (Path | None, typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs).")),

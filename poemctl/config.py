@@ -37,7 +37,6 @@ class DataConfig:
     control_tokens: bool = False  # write each poem's form, rhyme group and tone pattern in front of it (control.py)
     forms: tuple[str, ...] = ()  # keep only poems of these forms (control.FORMS), on both sides of the split
     rhyme_marks: bool = False  # the rhyme group's token again before the last character of each even line
-    keywords: bool = False  # before each line its keyword, the line's rarest common character (control.py)
 
     def __post_init__(self) -> None:
         from poemctl.control import FORMS
@@ -45,10 +44,6 @@ class DataConfig:
         unknown = [f for f in self.forms if f not in FORMS]
         _check(not unknown, f"--forms: unknown form '{unknown[0] if unknown else ''}' (forms: {', '.join(FORMS)})")
         _check(not self.rhyme_marks or self.control_tokens, "--rhyme-marks needs --control-tokens")
-        _check(
-            not self.keywords or (self.control_tokens and self.keep_commas),
-            "--keywords needs --control-tokens and --keep-commas (each line's keyword goes before it)",
-        )
         _check(
             not self.forms or self.keep_commas or self.control_tokens,
             "--forms needs --keep-commas or --control-tokens (without either, lines cannot be told apart)",
@@ -194,7 +189,6 @@ class SampleConfig:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     acrostic: str = ""  # line k starts with its k-th character; its length sets the number of lines
-    topic: str = ""  # the first line's keyword, for a model trained with keywords ("": the model draws it)
     rhyme: bool = False
     tones: bool = False
 
@@ -211,7 +205,6 @@ class SampleConfig:
             (self.seed is None or 0 <= self.seed < 2**63, f"--seed must be in [0, 2**63), got {self.seed}"),
             (self.top_k >= 0, f"--top-k must be 0 (off) or more, got {self.top_k}"),
             (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
-            (len(self.topic) <= 1, f"--topic must be one character, got '{self.topic}'"),
             (
                 self.strategy == "sample" or (self.temperature, self.top_k, self.top_p) == (1.0, 0, 1.0),
                 "--temperature, --top-k and --top-p apply to --strategy sample",

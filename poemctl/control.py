@@ -2,9 +2,6 @@
 
 A model trained on "[七绝][下平聲七陽][平起入韵]月落…" learns what each token asks of the lines after it;
 when it writes, it first draws the rhyme group and tone pattern from its own distribution, then the poem.
-With keywords, each line is preceded by its keyword: the line's rarest character among the KEYWORD_RANKS
-most frequent ones, a plan the model draws before it writes the line ("[七绝][下平聲一先][平起入韵]啼月落乌啼
-霜满天，枫江枫渔火对愁[下平聲一先]眠。…").
 Each token is one character of Unicode's private use area, so the character-level vocabulary, the cache
 and checkpoints need nothing new, and sampling treats them like punctuation: never inside a line.
 """
@@ -29,7 +26,6 @@ PATTERNS = ("仄起不入韵", "仄起入韵", "平起不入韵", "平起入韵"
 KINDS = {"form": (0xE000, FORMS), "rhyme": (0xE010, GROUPS), "tones": (0xE030, PATTERNS)}  # first code point
 ORDER = ("form", "rhyme", "tones")  # the order they are written in
 LINE_BREAKS = re.compile("[，。？！；：]")
-KEYWORD_RANKS = 2000  # a keyword is among this many most frequent characters: rarer ones say little
 
 
 def token(kind: str, name: str) -> str:
@@ -119,23 +115,3 @@ def with_rhyme_marks(text: str, group: str) -> str:
 def without_tokens(text: str) -> str:
     """text with its control tokens taken out."""
     return "".join(ch for ch in text if name_of(ch) is None)
-
-
-def keyword(text: str, rank: dict[str, int], is_normal) -> str:
-    """The keyword of a poem's text: of its written characters (is_normal) that have a frequency rank (0: the
-    most frequent; a vocabulary's index), the rarest below KEYWORD_RANKS, else the most frequent; "" if none."""
-    chars = {ch for ch in text if ch in rank and is_normal(ch)}
-    common = [ch for ch in chars if rank[ch] < KEYWORD_RANKS]
-    if common:
-        return max(common, key=rank.__getitem__)
-    return min(chars, key=rank.__getitem__, default="")
-
-
-def with_keywords(text: str, rank: dict[str, int], is_normal) -> str:
-    """text (its control tokens first) with each line's keyword written before the line."""
-    head, body = text[: len(ORDER)], text[len(ORDER) :]
-    parts = re.split(f"({LINE_BREAKS.pattern})", body)  # line, mark, line, mark, …, the text after the last
-    for k in range(0, len(parts), 2):
-        if parts[k]:
-            parts[k] = keyword(parts[k], rank, is_normal) + parts[k]
-    return head + "".join(parts)

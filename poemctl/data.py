@@ -140,14 +140,6 @@ def encode_rows(poems: list[str], vocab: Vocab, seq_len: int) -> np.ndarray:
     return rows
 
 
-def encode_poems(poems: list[str], vocab: Vocab, cfg: DataConfig) -> np.ndarray:
-    """encode_rows of preprocessed poems, with each line's keyword when the preset has keywords (chosen by the
-    vocabulary's frequency order, so only once a vocabulary exists)."""
-    if cfg.keywords:
-        poems = [control.with_keywords(p, vocab.index, is_normal) for p in poems]
-    return encode_rows(poems, vocab, cfg.seq_len)
-
-
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded permutation of range(n) cut into (train, test)."""
     perm = np.random.default_rng(seed).permutation(n)
@@ -219,7 +211,7 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
         warnings.warn(f"the cached corpus {path} is damaged: rebuilding it", stacklevel=2)
     poems = _corpus_poems(cfg, files)
     vocab = vocab or build_vocab(poems, cfg.min_freq)
-    rows = torch.from_numpy(encode_poems(poems, vocab, cfg))
+    rows = torch.from_numpy(encode_rows(poems, vocab, cfg.seq_len))
     train_idx, test_idx = _split(cfg, poems)
     corpus = Corpus(vocab, rows[train_idx].contiguous(), rows[test_idx].contiguous(), digest)
     vocab_json = json.dumps(list(vocab.tokens), ensure_ascii=False)

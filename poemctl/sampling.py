@@ -162,9 +162,7 @@ def _write_batch(
     data is the preset the model was trained on (default: the course's): its row length, its line ends,
     and its control tokens. With control tokens each poem starts with its form's token; the model then draws
     its rhyme group's and tone pattern's tokens from its own distribution over them. With rhyme marks the
-    drawn group's token is written again before the last character of each even line, as in training. With
-    keywords the model draws each line's keyword from its own distribution over written characters (the
-    first line's is cfg.topic if given) and reads it before the line; keywords are not printed.
+    drawn group's token is written again before the last character of each even line, as in training.
     """
     data = data or DataConfig()
     lines = len(cfg.acrostic) if cfg.acrostic else cfg.lines
@@ -189,10 +187,6 @@ def _write_batch(
     # Training rows are padded in front: read as much padding as a poem of this length had.
     length = lines * cfg.chars + sum(e is not None for e in ends) + (len(control.ORDER) if data.control_tokens else 0)
     length += lines // 2 if data.rhyme_marks else 0
-    length += lines if data.keywords else 0
-    if cfg.topic and not data.keywords:
-        raise PoemctlError("--topic needs a model trained with --keywords; this checkpoint's preset has none")
-    topic = _check_start(vocab, cfg.topic, "topic") if cfg.topic else None
     prefix = torch.full((N, max(data.seq_len - length, 1)), vocab.pad_id, device=device)
     marks = None  # with rhyme marks: the group token each row writes before its rhymes (−1: none)
     if data.control_tokens:  # the form's token (none's for a form the vocabulary lacks)
@@ -218,12 +212,7 @@ def _write_batch(
                 if group in masks.groups:
                     row_groups[b] = torch.tensor([g == group for g in masks.groups])
     poems = [["" for _ in range(lines)] for _ in range(N)]
-    written = masks.normal.nonzero()[:, 0].tolist()
     for k in range(lines):
-        if data.keywords:  # the line's keyword: given (--topic, line 1) or drawn from the model's distribution
-            word = torch.full((N,), topic) if topic is not None and k == 0 else _draw(logits, written, gen)
-            out = model(word[:, None].to(device), state=state)
-            state, logits = out.state, out.logits[:, -1]
         for pos in range(cfg.chars):
             if pos == 0 and (k == 0 or cfg.acrostic):
                 picks = torch.full((N,), starts[k if cfg.acrostic else 0])
@@ -262,12 +251,7 @@ def _write_batch(
 
 def _draw_token(logits: torch.Tensor, vocab: Vocab, kind: str, gen: torch.Generator) -> torch.Tensor:
     """(N, V) logits → (N,) control tokens of a kind, drawn from the model's distribution over that kind."""
-    return _draw(logits, [vocab.index[c] for c in control.tokens(kind) if c in vocab], gen)
-
-
-def _draw(logits: torch.Tensor, ids: list[int], gen: torch.Generator) -> torch.Tensor:
-    """(N, V) logits → (N,) tokens drawn from the model's distribution restricted to ids."""
-    ids = torch.tensor(ids)
+    ids = torch.tensor([vocab.index[c] for c in control.tokens(kind) if c in vocab])
     probs = torch.softmax(logits.float().cpu()[:, ids], -1)
     return ids[torch.multinomial(probs, 1, generator=gen)[:, 0]]
 

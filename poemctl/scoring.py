@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from poemctl.data import batches, encode_poems, load_corpus, prepare_poems, split_batch
+from poemctl.data import batches, encode_rows, load_corpus, prepare_poems, split_batch
 from poemctl.errors import PoemctlError
 from poemctl.models.base import PoemModel
 
@@ -69,7 +69,7 @@ def score_checkpoint(
         except (OSError, UnicodeDecodeError) as e:
             raise PoemctlError(f"cannot read {text}: {e}") from None
         poems = prepare_poems(data_cfg, [line for line in raw if line.strip()], str(text))
-        rows, source = torch.from_numpy(encode_poems(poems, meta.vocab, data_cfg)), str(text)
+        rows, source = torch.from_numpy(encode_rows(poems, meta.vocab, data_cfg.seq_len)), str(text)
     else:
         data = load_corpus(data_cfg, vocab=meta.vocab)
         other = data.corpus_hash != meta.corpus_hash
