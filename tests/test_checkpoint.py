@@ -172,7 +172,7 @@ JSON = st.recursive(
 PARTS = st.fixed_dictionaries(
     {},
     optional={
-        "data": st.dictionaries(st.sampled_from(["seq_len", "corpus", "keywords", "forms", "min_freq"]), JSON),
+        "data": st.dictionaries(st.sampled_from(["seq_len", "corpus", "keep_commas", "forms", "min_freq"]), JSON),
         "model": st.dictionaries(st.sampled_from(["hidden", "embedding", "tie_weights", "output_dropout"]), JSON),
         "optim": st.dictionaries(st.sampled_from(["name", "lr", "betas", "extra"]), JSON),
         "train": st.dictionaries(st.sampled_from(["model", "epochs", "schedule", "seed"]), JSON),
