@@ -81,8 +81,15 @@ class Registry:
         self._discover().pop(name, None)
 
     def get(self, name: str) -> Any:
-        """The object registered as name; an unknown name is an error listing what exists."""
+        """The object registered as name; an unknown name is an error listing what exists. PREFIX:NAME asks the
+        plugin registered as PREFIX (a bridge to a family, e.g. torch:NAdam) to resolve NAME."""
         plugins = self._discover()
+        prefix, colon, rest = name.partition(":")
+        if colon and prefix in plugins:
+            bridge = self.get(prefix)
+            if not callable(getattr(bridge, "resolve", None)):
+                raise PoemctlError(f"{self.kind} '{prefix}' is not a family: give it without ':{rest}'")
+            return bridge.resolve(rest)
         if name not in plugins:
             names = sorted(plugins)
             close = difflib.get_close_matches(name, names, n=1)

@@ -7,6 +7,7 @@ draws progress. A run killed at any moment resumes from its last state with `poe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -117,6 +118,27 @@ class _StepBoundary(Exception):
     """Raised between steps when a stop was asked for."""
 
 
+def _parameters(factory, named: Iterable) -> list:
+    """What an optimizer factory is given: (name, parameter) pairs if it asks for them (factory.named), else
+    the parameters."""
+    named = list(named)
+    return named if getattr(factory, "named", False) else [p for _, p in named]
+
+
+@contextlib.contextmanager
+def weights_to_use(optimizer):
+    """The weights to evaluate and to save as a checkpoint: a schedule-free optimizer trains at one point and
+    evaluates at its average (its eval()/train() switch); any other optimizer has one set of weights."""
+    if not callable(getattr(optimizer, "eval", None)):
+        yield
+        return
+    optimizer.eval()
+    try:
+        yield
+    finally:
+        optimizer.train()
+
+
 def make_optimizer(factory, params, cfg: RunConfig) -> torch.optim.Optimizer:
     """factory(params, cfg.optim); arguments the optimizer refuses are a one-line error."""
     try:
@@ -179,7 +201,8 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
 def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | None) -> RunResult:
     main = accelerator.is_main_process
     optimizer_factory = OPTIMIZERS.get(cfg.optim.name)
-    make_optimizer(optimizer_factory, [torch.nn.Parameter(torch.zeros(1))], cfg)  # bad arguments fail now
+    probe = {"lstm.weight_hh": torch.nn.Parameter(torch.zeros(4, 1)), "output.bias": torch.nn.Parameter(torch.zeros(1))}
+    make_optimizer(optimizer_factory, _parameters(optimizer_factory, probe.items()), cfg)  # bad arguments fail now
 
     set_seed(cfg.train.seed)
     start = _initial_weights(cfg) if cfg.train.init_from else None
@@ -197,7 +220,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     if start is not None and resume is None:
         model.load_state_dict(start[0])
     gpu_modes.use(model, cfg.train)
-    optimizer = make_optimizer(optimizer_factory, model.parameters(), cfg)
+    optimizer = make_optimizer(optimizer_factory, _parameters(optimizer_factory, model.named_parameters()), cfg)
     train_dl = batches(corpus.train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
     test_dl = batches(corpus.test, cfg.train.batch_size)
     model, optimizer, train_dl, test_dl = accelerator.prepare(model, optimizer, train_dl, test_dl)
@@ -238,16 +261,18 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     def evaluate_and_save(position: Position) -> Position:
         if position.evaluated_at == position.step:
             return position
-        nll, n = total_nll(model, test_dl, pad, gather=accelerator.gather_for_metrics)
-        ppl = perplexity(nll, n)
+        with weights_to_use(optimizer):
+            nll, n = total_nll(model, test_dl, pad, gather=accelerator.gather_for_metrics)
+            ppl = perplexity(nll, n)
+            if main:
+                meta = checkpoint.CheckpointMeta(
+                    cfg.train.model, cfg, corpus.vocab, corpus.corpus_hash, position.step, position.epoch, ppl
+                )
+                checkpoint.save(run_dir / "last.safetensors", bare, meta)
+                if ppl < position.best:
+                    checkpoint.save(run_dir / "best.safetensors", bare, meta)
         schedule.evaluated(ppl)
         if main:
-            meta = checkpoint.CheckpointMeta(
-                cfg.train.model, cfg, corpus.vocab, corpus.corpus_hash, position.step, position.epoch, ppl
-            )
-            checkpoint.save(run_dir / "last.safetensors", bare, meta)
-            if ppl < position.best:
-                checkpoint.save(run_dir / "best.safetensors", bare, meta)
             log.write(
                 step=position.step, epoch=position.epoch, test_perplexity=ppl, test_tokens=n, wall_time=time.time() - t0
             )
@@ -266,6 +291,8 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         "train", total=total, completed=pos.step, epoch=pos.epoch, loss=math.nan, ppl=pos.last, tps=0.0
     )
     model.train()
+    if callable(getattr(optimizer, "train", None)):
+        optimizer.train()  # a schedule-free optimizer steps only in train mode
     try:
         with progress, Interrupts() as interrupts:
             while pos.step < total and pos.epoch <= cfg.train.epochs:

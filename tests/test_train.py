@@ -107,8 +107,12 @@ def _same_weights(a, b, atol=1e-6):
         ["--schedule", "cosine", "--warmup-steps", "10", "--embedding-dropout", "0.1", "--output-dropout", "0.2"],
         ["--schedule", "plateau", "--warmup-steps", "5", "--output-dropout", "0.2", "--lr", "0.05"],
         ["--tie-weights", "--embedding", "16", "--embedding-dropout", "0.1", "--model", "numpy-lstm"],
+        ["--optimizer", "muon", "--momentum", "0.95", "--schedule", "cosine"],
+        ["--optimizer", "schedulefree-adamw", "--lr", "0.003"],
+        ["--optimizer", "lion", "--lr", "0.001"],
+        ["--optimizer", "torch:NAdam", "--schedule", "linear"],
     ],
-    ids=["plain", "cosine-and-dropout", "plateau-and-dropout", "tied-numpy"],
+    ids=["plain", "cosine-and-dropout", "plateau-and-dropout", "tied-numpy", "muon", "schedulefree", "lion", "nadam"],
 )
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     _stop_resume_compare(tmp_path, extra, signal.SIGKILL)
