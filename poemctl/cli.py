@@ -241,6 +241,10 @@ def train(
     forms: str = typer.Option(
         ",".join(_D.forms), help="Keep only poems of these forms, comma-separated: 七绝, 五绝, 七律, 五律, none."
     ),
+    target_ppl: float = typer.Option(_T.target_ppl, help="Stop at the first evaluation at or below this perplexity."),
+    time_budget: float = typer.Option(
+        _T.time_budget, help="Stop after this many minutes of training steps (evaluations excluded)."
+    ),
     dist_timeout: int = typer.Option(
         _T.dist_timeout, help="Seconds a process of a multi-process run waits for the others before giving up."
     ),
@@ -290,6 +294,12 @@ def compare(
     embedding: int = EMBEDDING_OPT,
     seed: int = SEED_OPT,
     eval_every: int = EVAL_OPT,
+    target_ppl: float = typer.Option(
+        _T.target_ppl, help="Stop each run at the first evaluation at or below this perplexity; table the time to it."
+    ),
+    time_budget: float = typer.Option(
+        _T.time_budget, help="Give each run this many minutes of training steps; table the best perplexity."
+    ),
     out_dir: str = typer.Option("runs/compare", "--out", help="Folder that receives one run per optimizer."),
     cpu: bool = CPU_OPT,
     corpus: str = CorpusOpt,
@@ -307,10 +317,19 @@ def compare(
     rows, png = run_compare(make_config(**options), names, base, say=err.print)
     if png is None:  # not the main process: it prints nothing
         raise typer.Exit(0)
-    table = Table("optimizer", "final test ppl", "best test ppl", "steps", "run")
+    target = options["target_ppl"]
+    reached = [f"minutes to {target:g}", f"steps to {target:g}"] if target else []
+    table = Table("optimizer", "final test ppl", "best test ppl", "steps", "training minutes", *reached, "run")
     for r in rows:
+        to_target = [f"{r.minutes_to_target:.2f}", str(r.steps_to_target)] if r.steps_to_target else ["–", "–"]
         table.add_row(
-            r.optimizer, f"{r.final_perplexity:.1f}", f"{r.best_perplexity:.1f}", str(r.steps), str(r.run_dir)
+            r.optimizer,
+            f"{r.final_perplexity:.1f}",
+            f"{r.best_perplexity:.1f}",
+            str(r.steps),
+            f"{r.training_minutes:.2f}",
+            *(to_target if target else []),
+            str(r.run_dir),
         )
     print_wide(table, 120)
     out.print(f"curves: {png}")

@@ -1,4 +1,5 @@
-"""The optimizer study: the same model, seed and data order under each optimizer, curves and a table."""
+"""The optimizer study: the same model, seed and data order under each optimizer, curves and a table; with a
+target perplexity, the training time each needs to reach it; with a time budget, what each reaches in it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class Row:
     best_perplexity: float
     steps: int
     run_dir: Path
+    training_minutes: float  # in training steps, evaluations excluded
+    steps_to_target: int | None = None  # the first evaluation at or below --target-ppl, if any
+    minutes_to_target: float | None = None
 
 
 def compare(cfg: RunConfig, optimizers: list[str], out: str | Path, say=print) -> tuple[list[Row], Path | None]:
@@ -42,6 +46,19 @@ def compare(cfg: RunConfig, optimizers: list[str], out: str | Path, say=print) -
     rows = []
     for name, run in zip(optimizers, runs, strict=True):
         records = read_metrics(run)
-        evals = [r["test_perplexity"] for r in records if "test_perplexity" in r]
-        rows.append(Row(name, evals[-1], min(evals), max(r["step"] for r in records), run))
+        evals = [r for r in records if "test_perplexity" in r]
+        ppls = [r["test_perplexity"] for r in evals]
+        hit = next((r for r in evals if cfg.train.target_ppl and r["test_perplexity"] <= cfg.train.target_ppl), None)
+        rows.append(
+            Row(
+                name,
+                ppls[-1],
+                min(ppls),
+                max(r["step"] for r in records),
+                run,
+                max(r.get("train_time", 0.0) for r in records) / 60,
+                hit["step"] if hit else None,
+                hit.get("train_time", 0.0) / 60 if hit else None,
+            )
+        )
     return rows, png

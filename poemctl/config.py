@@ -130,6 +130,8 @@ class TrainConfig:
     plateau_patience: int = 0  # … after this many evaluations without a new best, plus one
     init_from: str = ""  # start from this checkpoint's weights and vocabulary (a second stage of training)
     dist_timeout: int = 1800  # seconds a process of a multi-process run waits for the others before giving up
+    target_ppl: float = 0.0  # stop at the first evaluation at or below this test perplexity (0: off)
+    time_budget: float = 0.0  # stop after this many minutes of training steps, evaluations excluded (0: off)
 
     def __post_init__(self) -> None:
         _check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule}")
@@ -139,6 +141,8 @@ class TrainConfig:
         _check(self.plateau_patience >= 0, f"--plateau-patience must be 0 or more, got {self.plateau_patience}")
         _check(0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}")  # NumPy's limit
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        _check(self.target_ppl >= 0, f"--target-ppl must be 0 (off) or more, got {self.target_ppl}")
+        _check(self.time_budget >= 0, f"--time-budget must be 0 (off) or more minutes, got {self.time_budget}")
         _check(self.dist_timeout >= 1, f"--dist-timeout must be at least 1 second, got {self.dist_timeout}")
         _check(self.max_steps >= 0, f"--max-steps must be 0 (no limit) or more, got {self.max_steps}")
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")

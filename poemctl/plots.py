@@ -1,7 +1,9 @@
-"""Curves of runs: training loss and test perplexity against steps, in one PNG (matplotlib)."""
+"""Curves of runs: training loss and test perplexity against steps, and test perplexity against training time,
+in one PNG (matplotlib)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from poemctl.files import atomic_write
@@ -24,7 +26,7 @@ def plot_runs(run_dirs: list[Path], png: str | Path, labels: list[str] | None = 
     import matplotlib.pyplot as plt
 
     labels = labels or [Path(d).name for d in run_dirs]
-    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_loss, ax_ppl, ax_time) = plt.subplots(1, 3, figsize=(16, 4.5))
     for run, label in zip(run_dirs, labels, strict=True):
         records = read_metrics(run)
         steps = [r for r in records if "loss" in r]
@@ -32,12 +34,20 @@ def plot_runs(run_dirs: list[Path], png: str | Path, labels: list[str] | None = 
         window = max(1, len(steps) // 50)
         ax_loss.plot([r["step"] for r in steps], _smooth([r["loss"] for r in steps], window), label=label)
         ax_ppl.plot([r["step"] for r in evals], [r["test_perplexity"] for r in evals], marker="o", label=label)
+        minutes = [r.get("train_time", math.nan) / 60 for r in evals]  # runs before train_time: no curve
+        ax_time.plot(minutes, [r["test_perplexity"] for r in evals], marker="o", label=label)
     ax_loss.set(xlabel="step", ylabel="training loss (cross-entropy, moving average)", title="Training loss")
     ax_ppl.set(xlabel="step", ylabel="test perplexity", yscale="log", title="Test perplexity")
-    for ax in (ax_loss, ax_ppl):
+    ax_time.set(
+        xlabel="minutes of training steps (evaluations excluded)",
+        ylabel="test perplexity",
+        yscale="log",
+        title="Test perplexity against time",
+    )
+    for ax in (ax_loss, ax_ppl, ax_time):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    return {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in (ax_loss, ax_ppl)}
+    return {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in (ax_loss, ax_ppl, ax_time)}

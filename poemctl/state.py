@@ -33,6 +33,7 @@ class Position:
     last: float
     evaluated_at: int
     wall_time: float
+    train_time: float = 0.0  # seconds spent in training steps, evaluations and saves excluded
 
     def __post_init__(self) -> None:
         for f in fields(self):

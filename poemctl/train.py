@@ -274,10 +274,33 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         schedule.evaluated(ppl)
         if main:
             log.write(
-                step=position.step, epoch=position.epoch, test_perplexity=ppl, test_tokens=n, wall_time=time.time() - t0
+                step=position.step,
+                epoch=position.epoch,
+                test_perplexity=ppl,
+                test_tokens=n,
+                wall_time=time.time() - t0,
+                train_time=position.train_time,
             )
         accelerator.wait_for_everyone()
         return replace(position, best=min(position.best, ppl), last=ppl, evaluated_at=position.step)
+
+    out_of_time = False
+
+    def budget_spent(position: Position) -> bool:
+        """Whether --time-budget's minutes of training steps are spent (any process's clock decides for all)."""
+        nonlocal out_of_time
+        if cfg.train.time_budget and not out_of_time:
+            spent = position.train_time >= cfg.train.time_budget * 60
+            if world > 1:
+                spent = accelerator.reduce(torch.tensor(float(spent), device=accelerator.device), "sum").item() > 0
+            out_of_time = bool(spent)
+        return out_of_time
+
+    def finished(position: Position) -> bool:
+        """--target-ppl reached at this step's evaluation, or --time-budget spent (and evaluated)."""
+        evaluated = position.evaluated_at == position.step
+        target = cfg.train.target_ppl and evaluated and position.last <= cfg.train.target_ppl
+        return bool(target or (evaluated and budget_spent(position)))
 
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -295,7 +318,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         optimizer.train()  # a schedule-free optimizer steps only in train mode
     try:
         with progress, Interrupts() as interrupts:
-            while pos.step < total and pos.epoch <= cfg.train.epochs:
+            while pos.step < total and pos.epoch <= cfg.train.epochs and not finished(pos):
                 train_dl.set_epoch(pos.epoch)
                 loader = accelerator.skip_first_batches(train_dl, pos.batches_done) if pos.batches_done else train_dl
                 for group in groups(loader, accum):
@@ -328,9 +351,16 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                         )
                         raise TrainingStopped(f"loss became {loss_value} at step {pos.step}; stopped ({where})")
                     now = time.time()
+                    pos = replace(pos, train_time=pos.train_time + now - tick)
                     tps = sum(rows.numel() for (rows,) in group) * world / max(now - tick, 1e-9)
                     log.write(
-                        step=pos.step, epoch=pos.epoch, loss=loss_value, lr=lr, tokens_per_s=tps, wall_time=now - t0
+                        step=pos.step,
+                        epoch=pos.epoch,
+                        loss=loss_value,
+                        lr=lr,
+                        tokens_per_s=tps,
+                        wall_time=now - t0,
+                        train_time=pos.train_time,
                     )
                     progress.update(task, completed=pos.step, epoch=pos.epoch, loss=loss_value, tps=tps)
                     if cfg.train.eval_every and pos.step % cfg.train.eval_every == 0:
@@ -340,7 +370,9 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                         save(pos)
                     if interrupts.stop(accelerator):
                         raise _StepBoundary
-                    if pos.step >= total:
+                    if budget_spent(pos):
+                        pos = evaluate_and_save(pos)
+                    if pos.step >= total or finished(pos):
                         break
                 pos = evaluate_and_save(pos)
                 progress.update(task, ppl=pos.last)

@@ -1,5 +1,6 @@
 """Plugins: discovery, the third-party test package (tests/plugin_pkg), optimizer options, compare and plot."""
 
+import json
 import math
 import subprocess
 import sys
@@ -164,8 +165,28 @@ def test_compare_draws_one_curve_per_optimizer(tmp_path, monkeypatch):
 
     image = matplotlib.image.imread(png)
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
-    assert drawn == {"Training loss": ["sgd", "adam"], "Test perplexity": ["sgd", "adam"]}
+    both = ["sgd", "adam"]
+    assert drawn == {"Training loss": both, "Test perplexity": both, "Test perplexity against time": both}
     assert "sgd" in result.output and "adam" in result.output and "best test ppl" in result.output
+
+
+def test_compare_tables_the_time_each_optimizer_needs_to_a_target(tiny_cfg, tmp_path):
+    from dataclasses import replace
+
+    from poemctl.compare import compare
+
+    cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, max_steps=60, target_ppl=1500))
+    rows, _ = compare(cfg, ["sgd", "adam"], tmp_path / "cmp", say=lambda *a: None)
+    sgd, adam = rows
+    assert adam.steps == adam.steps_to_target < 60  # stopped where it got there
+    assert 0 < adam.minutes_to_target <= adam.training_minutes
+    assert sgd.steps_to_target is None and sgd.steps == 60  # lr 0.01 SGD never gets there
+    evals = [json.loads(x) for x in (adam.run_dir / "metrics.jsonl").read_text().splitlines() if "test_perp" in x]
+    assert evals[-1]["test_perplexity"] <= 1500 < min(e["test_perplexity"] for e in evals[:-1])
+    assert 0 < evals[-1]["train_time"] < evals[-1]["wall_time"]  # evaluations are not training time
+    args = [*TINY_ARGS, "--max-steps", "9", "--eval-every", "3", "--corpus", CORPUS, "--cache-dir", tmp_path / "c"]
+    result = run("compare", "--optimizers", "adam", *args, "--target-ppl", "1500", "--out", tmp_path / "cli")
+    assert result.exit_code == 0 and "minutes to" in result.output, result.output
 
 
 def test_compare_rejects_unknown_optimizer_before_training(tmp_path):

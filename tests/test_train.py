@@ -292,3 +292,16 @@ def test_gpu_modes_are_checked_before_any_work(monkeypatch, mode, model, text):
     with pytest.raises(PoemctlError) as err:
         train(RunConfig(train=TrainConfig(model=model, **mode)))
     assert str(err.value) == text
+
+
+def test_a_time_budget_stops_after_its_minutes_and_evaluates_there(tiny_cfg):
+    cfg = replace(
+        tiny_cfg, train=replace(tiny_cfg.train, max_steps=10_000, epochs=1000, eval_every=0, time_budget=1e-4)
+    )
+    result = train(cfg)
+    records, _ = losses(result.run_dir.parent)
+    evals = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines() if "test_perp" in x]
+    assert result.steps == len(records) < 10  # 6 ms of training: a step or a few
+    assert evals[-1]["step"] == result.steps and evals[-1]["train_time"] >= 6e-3
+    again = train(None, resume=result.run_dir)  # a finished budget stays finished
+    assert again.steps == result.steps
