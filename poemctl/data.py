@@ -211,9 +211,12 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None) -> Corpus:
         warnings.warn(f"the cached corpus {path} is damaged: rebuilding it", stacklevel=2)
     poems = _corpus_poems(cfg, files)
     vocab = vocab or build_vocab(poems, cfg.min_freq)
-    rows = torch.from_numpy(encode_rows(poems, vocab, cfg.seq_len))
     train_idx, test_idx = _split(cfg, poems)
-    corpus = Corpus(vocab, rows[train_idx].contiguous(), rows[test_idx].contiguous(), digest)
+    # Each split encoded straight into its own rows: the whole corpus is never held as rows besides them.
+    train, test = (
+        torch.from_numpy(encode_rows([poems[i] for i in idx], vocab, cfg.seq_len)) for idx in (train_idx, test_idx)
+    )
+    corpus = Corpus(vocab, train, test, digest)
     vocab_json = json.dumps(list(vocab.tokens), ensure_ascii=False)
     metadata = {"vocab": vocab_json, "sha256": _digest(vocab_json, corpus)}
     tensors = {"train": corpus.train, "test": corpus.test}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full-corpus benchmarks reported in docs/benchmarks.md and docs/speed.md (not tests); each writes under $OUT (default bench-out/).
-# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems|poem-model]...
+# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems|poem-model|load|tied]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:?corpus folder, e.g. ../shared/chinese-poetry}; shift
@@ -19,6 +19,11 @@ for what in "$@"; do
     study)   # issue 4: the four optimizers, same seed and data order, same number of steps
       poemctl compare --optimizers sgd,momentum,adagrad,adam --max-steps 500 --eval-every 250 "${D[@]}" \
         --out "$OUT/study" ;;
+    load)    # issue 19: the corpus 16 times over against once: preprocessing, cache, memory
+      python scripts/corpus_load.py "$CORPUS" --times 16 --out "$OUT/load" ;;
+    tied)    # issue 18: the course split with tied weights, E = H = 512 (recipes/quality-tied.toml)
+      poemctl train --config recipes/quality-tied.toml "${D[@]}" --out "$OUT/tied"
+      poemctl plot "$OUT"/tied/* -o "$OUT/tied.png" ;;
     speed)   # issues 3 and 7: tokens/s side by side, in one run
       poemctl bench --models cudnn-lstm,torch-lstm,numpy-lstm --steps 10 --repeats 6 "${D[@]}"
       poemctl bench --models cudnn-lstm,torch-lstm,numpy-lstm --batch-size 256 --steps 5 --repeats 4 "${D[@]}" ;;
