@@ -136,6 +136,19 @@ def load(path: str | Path, model_name: str | None = None) -> tuple[PoemModel, Ch
 BUNDLED = Path(__file__).with_name("bundled") / "poem.safetensors"  # the poem model shipped with poemctl
 
 
+def find(ckpt: str | Path | None, runs: str | Path = "runs") -> tuple[Path, bool]:
+    """The checkpoint to use and whether it is the bundled one: ckpt, else the most recent run's best under
+    runs, else the model bundled with poemctl."""
+    if ckpt is not None:
+        return Path(ckpt), False
+    try:
+        return latest(runs), False
+    except PoemctlError:
+        if not BUNDLED.is_file():
+            raise
+        return BUNDLED, True
+
+
 def latest(out: str | Path) -> Path:
     """The best (else last) checkpoint of the most recent run under out."""
     runs = sorted(

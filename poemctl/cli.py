@@ -35,12 +35,30 @@ app = typer.Typer(
     help="Train LSTM language models on the Complete Tang Poems (全唐诗) and write new poems with them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 data_app = typer.Typer(help="Get and inspect the corpus.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from poemctl import __version__
+
+        out.print(f"poemctl {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print poemctl's version and exit."
+    ),
+) -> None:
+    pass
+
+
 # Warnings (a plugin that fails to import, say) as one line each, without the source line.
 warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
@@ -407,15 +425,10 @@ def _load(ckpt: Path | None, runs: str, model: str | None):
     bundled with poemctl (saying so on stderr)."""
     from poemctl import checkpoint
 
-    if ckpt is None:
-        try:
-            ckpt = checkpoint.latest(runs)
-        except PoemctlError:
-            if not checkpoint.BUNDLED.is_file():
-                raise
-            ckpt = checkpoint.BUNDLED
-            err.print(f"no run under {runs}/: writing with the model bundled with poemctl", highlight=False)
-    return checkpoint.load(ckpt, model)
+    path, bundled = checkpoint.find(ckpt, runs)
+    if bundled:
+        err.print(f"no run under {runs}/: writing with the model bundled with poemctl", highlight=False)
+    return checkpoint.load(path, model)
 
 
 @app.command()

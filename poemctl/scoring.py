@@ -61,19 +61,27 @@ def score_checkpoint(
         raise PoemctlError(f"--split must be test or train, got {split}")
     if batch_size < 1:
         raise PoemctlError(f"--batch-size must be at least 1, got {batch_size}")
-    data_cfg = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
-    other = False
     if text is not None:
         try:
             raw = Path(text).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise PoemctlError(f"cannot read {text}: {e}") from None
-        poems = prepare_poems(data_cfg, [line for line in raw if line.strip()], str(text))
-        rows, source = torch.from_numpy(encode_rows(poems, meta.vocab, data_cfg.seq_len)), str(text)
-    else:
-        data = load_corpus(data_cfg, vocab=meta.vocab)
-        other = data.corpus_hash != meta.corpus_hash
-        rows, source = (data.test if split == "test" else data.train), f"{split} split"
+        return score_texts(model, meta, raw, str(text), batch_size)
+    data_cfg = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
+    data = load_corpus(data_cfg, vocab=meta.vocab)
+    rows = data.test if split == "test" else data.train
+    return _score_rows(model, meta, rows, f"{split} split", batch_size, data.corpus_hash != meta.corpus_hash)
+
+
+def score_texts(model: PoemModel, meta, texts: list[str], source: str = "texts", batch_size: int = 256) -> Score:
+    """Perplexity of a loaded checkpoint on poems given as text, one a string (blank ones skipped),
+    preprocessed by the checkpoint's own preset."""
+    poems = prepare_poems(meta.config.data, [t for t in texts if t.strip()], source)
+    rows = torch.from_numpy(encode_rows(poems, meta.vocab, meta.config.data.seq_len))
+    return _score_rows(model, meta, rows, source, batch_size, False)
+
+
+def _score_rows(model: PoemModel, meta, rows: torch.Tensor, source: str, batch_size: int, other: bool) -> Score:
     nll, n = total_nll(model, batches(rows, batch_size), meta.vocab.pad_id)
     targets = rows[:, 1:]
     unknown = int(((targets == meta.vocab.unk_id) & (targets != meta.vocab.pad_id)).sum())

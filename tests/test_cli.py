@@ -273,3 +273,11 @@ def test_without_a_run_sample_and_evaluate_use_the_bundled_model(trained, tmp_pa
     _one_line_error(run("evaluate", "--num", "3", "--corpus", tmp_path / "nowhere"), "no corpus at")
     monkeypatch.setattr(checkpoint, "BUNDLED", tmp_path / "missing.safetensors")
     _one_line_error(run("sample", "月"), "no checkpoint under runs/")
+
+
+def test_version_and_completion():
+    import poemctl
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"poemctl {poemctl.__version__}"
+    assert "--install-completion" in run("--help").output
