@@ -236,6 +236,9 @@ def train(
     seed: int = SEED_OPT,
     eval_every: int = EVAL_OPT,
     save_every: int = typer.Option(_T.save_every, help="Save the training state every N steps (0: epoch ends)."),
+    log_every: int = typer.Option(
+        _T.log_every, help="When the output is not a terminal (a log): one plain progress line every N steps."
+    ),
     resume: Path | None = typer.Option(
         None, help="Continue the run in this folder from its last saved state (its own options apply)."
     ),

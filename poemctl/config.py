@@ -115,6 +115,7 @@ class TrainConfig:
     batch_size: int = 64
     eval_every: int = 0  # evaluate test perplexity every N steps (0: at the end of each epoch only)
     save_every: int = 100  # write the training state (for --resume) every N steps and at each epoch end
+    log_every: int = 100  # when the output is not a terminal: one plain progress line every N steps
     clip: float = 5.0  # gradient-norm clipping (0: off)
     seed: int = 0
     out: str = "runs"
@@ -147,6 +148,7 @@ class TrainConfig:
         _check(self.max_steps >= 0, f"--max-steps must be 0 (no limit) or more, got {self.max_steps}")
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         _check(self.eval_every >= 0, f"--eval-every must be 0 or more, got {self.eval_every}")
+        _check(self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}")
         _check(self.save_every >= 0, f"--save-every must be 0 (epoch ends only) or more, got {self.save_every}")
         _check(self.clip >= 0, f"--clip must be 0 (off) or more, got {self.clip}")
         _check(self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}")

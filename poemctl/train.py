@@ -188,7 +188,7 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout))],
     )
     try:
-        return _train(accelerator, cfg, model_cls, resume)
+        return _train(accelerator, cfg, model_cls, resume, say)
     finally:
         accelerator.end_training()
         # The accelerator keeps the prepared model (DDP, whose reducer holds the process group), optimizer and
@@ -198,7 +198,7 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -
             torch.distributed.destroy_process_group()  # without it a rank can abort at exit
 
 
-def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | None) -> RunResult:
+def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | None, say) -> RunResult:
     main = accelerator.is_main_process
     optimizer_factory = OPTIMIZERS.get(cfg.optim.name)
     probe = {"lstm.weight_hh": torch.nn.Parameter(torch.zeros(4, 1)), "output.bias": torch.nn.Parameter(torch.zeros(1))}
@@ -272,6 +272,8 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                 if ppl < position.best:
                     checkpoint.save(run_dir / "best.safetensors", bare, meta)
         schedule.evaluated(ppl)
+        if plain:
+            say(f"step {position.step}  epoch {position.epoch}  test perplexity {ppl:.1f}")
         if main:
             log.write(
                 step=position.step,
@@ -310,6 +312,9 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         TimeRemainingColumn(),
         disable=not main,
     )
+    # In a log (output not a terminal) a bar would appear only at the end: one plain line now and then instead.
+    plain = main and not progress.console.is_terminal
+    progress.disable = progress.disable or plain
     task = progress.add_task(
         "train", total=total, completed=pos.step, epoch=pos.epoch, loss=math.nan, ppl=pos.last, tps=0.0
     )
@@ -363,6 +368,11 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                         train_time=pos.train_time,
                     )
                     progress.update(task, completed=pos.step, epoch=pos.epoch, loss=loss_value, tps=tps)
+                    if plain and (pos.step % cfg.train.log_every == 0 or pos.step == total):
+                        say(
+                            f"step {pos.step}/{total}  epoch {pos.epoch}  loss {loss_value:.3f}  lr {lr:.2e}  "
+                            f"{tps:,.0f} tok/s  {pos.train_time / 60:.1f} min"
+                        )
                     if cfg.train.eval_every and pos.step % cfg.train.eval_every == 0:
                         pos = evaluate_and_save(pos)
                         progress.update(task, ppl=pos.last)

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -305,3 +306,14 @@ def test_a_time_budget_stops_after_its_minutes_and_evaluates_there(tiny_cfg):
     assert evals[-1]["step"] == result.steps and evals[-1]["train_time"] >= 6e-3
     again = train(None, resume=result.run_dir)  # a finished budget stays finished
     assert again.steps == result.steps
+
+
+def test_in_a_log_training_prints_a_plain_line_every_n_steps(tmp_path):
+    args = [*ARGS, "--max-steps", "12", "--batch-size", "16", "--log-every", "5", "--eval-every", "6"]
+    proc = poemctl("train", *args, "--cache-dir", tmp_path / "c", "--out", tmp_path / "r")
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    steps = re.findall(r"^step (\d+)/12  epoch 1  loss [\d.]+  lr ", output, re.M)
+    assert steps == ["5", "10", "12"]
+    assert re.findall(r"^step (\d+)  epoch 1  test perplexity [\d.]+$", output, re.M) == ["6", "12"]
+    assert "━" not in output  # no bar in a log
