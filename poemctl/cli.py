@@ -286,13 +286,23 @@ def train(
         options["forms"] = tuple(f.strip() for f in options["forms"].split(",") if f.strip())
     if resume is not None and (config is not None or print_config):
         raise PoemctlError("--resume uses the run's own configuration: give it without --config or --print-config")
+    extend = {}
+    if resume is not None:  # the run's own configuration; only its length may change
+        given = _given(ctx, options)
+        extend = {k: given.pop(k) for k in ("max_steps", "epochs") if k in given}
+        if given:
+            names = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise PoemctlError(
+                f"--resume continues a run with its own configuration; only --max-steps and --epochs may "
+                f"extend it (given: {names})"
+            )
     cfg = None if resume else make_config(read_recipe(config) if config else None, **options)
     if print_config:
         out.print(to_toml(cfg), end="", highlight=False, markup=False)
         return
     from poemctl.train import train as run_training
 
-    result = run_training(cfg, say=err.print, resume=resume)
+    result = run_training(cfg, say=err.print, resume=resume, extend=extend)
     if result.run_dir is None:  # not the main process: it prints nothing
         raise typer.Exit(0)
     out.print(

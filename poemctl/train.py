@@ -27,6 +27,7 @@ from poemctl import checkpoint, gpu_modes
 from poemctl.config import RunConfig
 from poemctl.data import batches, load_corpus, split_batch
 from poemctl.errors import PoemctlError, TrainingStopped
+from poemctl.files import atomic_write_bytes
 from poemctl.metrics import MetricsLog
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.schedules import Schedule
@@ -169,10 +170,13 @@ def _initial_weights(cfg: RunConfig) -> tuple[dict, object]:
     return start.state_dict(), meta.vocab
 
 
-def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None) -> RunResult:
-    """Train a model by cfg (or continue the run in resume) and return where its checkpoints are."""
+def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None, extend: dict | None = None) -> RunResult:
+    """Train a model by cfg (or continue the run in resume, its length changed by extend: max_steps, epochs)
+    and return where its checkpoints are."""
     if resume is not None:
         cfg = read_run_config(resume)
+        if extend:
+            cfg = replace(cfg, train=replace(cfg.train, **extend))
     model_cls = MODELS.get(cfg.train.model)  # unknown names fail before any work
     cpu = cfg.train.cpu or not torch.cuda.is_available()  # without cpu=True Accelerate runs no CPU process group
     if getattr(model_cls, "cpu_only", False) and not cpu:
@@ -236,6 +240,10 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     if resume is not None:
         saved.restore(bare, optimizer)
         pos = saved.position
+        if main:  # with its length as extended, if it was: a later --resume goes on from there
+            atomic_write_bytes(
+                run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False).encode()
+            )
         if saved.schedule:
             try:
                 schedule.load_state_dict(saved.schedule)
@@ -303,6 +311,15 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         evaluated = position.evaluated_at == position.step
         target = cfg.train.target_ppl and evaluated and position.last <= cfg.train.target_ppl
         return bool(target or (evaluated and budget_spent(position)))
+
+    if resume is not None and (pos.step >= total or pos.epoch > cfg.train.epochs or finished(pos)):
+        if main:
+            say(
+                f"the run in {resume} is finished ({pos.step} steps, test perplexity {pos.last:.1f}); give "
+                "--max-steps or --epochs beyond it to extend it"
+            )
+        log.close()
+        return RunResult(run_dir if main else None, pos.step, pos.best, pos.last)
 
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),

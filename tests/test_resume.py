@@ -112,3 +112,21 @@ def test_any_state_metadata_resumes_or_is_one_line_naming_the_file(runs, tmp_pat
         assert result.exit_code == 2, result.output
         lines = result.output.strip().split("\n")
         assert lines[-1].startswith("error: ") and str(run) in lines[-1], result.output
+
+
+def test_resume_extends_a_finished_run_or_says_it_is_finished(tmp_path):
+    run = _train(tmp_path, "r")  # 3 steps
+    done = _resume(run)
+    assert done.exit_code == 0 and f"the run in {run} is finished (3 steps" in " ".join(done.output.split())
+    longer = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "5"])
+    assert longer.exit_code == 0 and "5 steps;" in longer.output, longer.output
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == [1, 2, 3, 4, 5]
+    assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 5  # a later resume keeps it
+    assert "is finished (5 steps" in " ".join(_resume(run).output.split())
+
+
+def test_resume_refuses_options_it_would_ignore(runs):
+    result = runner.invoke(app, ["train", "--resume", str(runs[1]), "--lr", "0.1", "--hidden", "8"])
+    assert result.exit_code == 2
+    assert "only --max-steps and --epochs may extend it (given: --lr, --hidden)" in " ".join(result.output.split())
