@@ -42,7 +42,7 @@ class Poet:
         rhyme: bool = False,
         tones: bool = False,
         seed: int | None = None,
-        strategy: str = "course",
+        strategy: str = "",
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,

@@ -385,12 +385,18 @@ _S = SampleConfig()
 SAMPLING_OPTIONS = {
     "lines": (int, typer.Option(_S.lines, help="Number of lines (an --acrostic sets it).")),
     "chars": (int, typer.Option(_S.chars, help="Characters per line: 5 (五言) or 7 (七言).")),
-    "strategy": (str, typer.Option(_S.strategy, help="course (top 5, then top 10), sample, or greedy.")),
-    "temperature": (float, typer.Option(_S.temperature, help="Softmax temperature (--strategy sample).")),
-    "top_k": (int, typer.Option(_S.top_k, help="Keep the k likeliest characters (--strategy sample; 0: off).")),
+    "strategy": (
+        str,
+        typer.Option(
+            _S.strategy,
+            help="course (top 5, then top 10; the default), sample (the default with the next three), greedy.",
+        ),
+    ),
+    "temperature": (float, typer.Option(_S.temperature, help="Softmax temperature (implies --strategy sample).")),
+    "top_k": (int, typer.Option(_S.top_k, help="Keep the k likeliest characters (implies sample; 0: off).")),
     "top_p": (
         float,
-        typer.Option(_S.top_p, help="Keep the smallest set of probability ≥ p (--strategy sample; 1: off)."),
+        typer.Option(_S.top_p, help="Keep the smallest set of probability ≥ p (implies sample; 1: off)."),
     ),
     "acrostic": (
         str,

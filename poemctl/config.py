@@ -190,7 +190,8 @@ class SampleConfig:
     chars: int = 7
     num: int = 1
     seed: int | None = None
-    strategy: str = "course"  # course: top 5, then top 10; sample: temperature / top-k / top-p; greedy
+    strategy: str = ""  # course: top 5, then top 10; sample: temperature / top-k / top-p; greedy. "": course,
+    # or sample when a temperature, top-k or top-p is given
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
@@ -199,6 +200,9 @@ class SampleConfig:
     tones: bool = False
 
     def __post_init__(self) -> None:
+        knobs = (self.temperature, self.top_k, self.top_p) != (1.0, 0, 1.0)
+        if not self.strategy:  # frozen: set once, here
+            object.__setattr__(self, "strategy", "sample" if knobs else "course")
         checks = [
             (self.chars in (5, 7), f"--chars must be 5 or 7, got {self.chars}"),
             (self.lines >= 1, f"--lines must be at least 1, got {self.lines}"),
@@ -212,8 +216,8 @@ class SampleConfig:
             (self.top_k >= 0, f"--top-k must be 0 (off) or more, got {self.top_k}"),
             (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
             (
-                self.strategy == "sample" or (self.temperature, self.top_k, self.top_p) == (1.0, 0, 1.0),
-                "--temperature, --top-k and --top-p apply to --strategy sample",
+                self.strategy == "sample" or not knobs,
+                f"--temperature, --top-k and --top-p apply to --strategy sample, not {self.strategy}",
             ),
         ]
         for ok, message in checks:

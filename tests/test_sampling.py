@@ -161,7 +161,8 @@ def test_rhyme_and_tones_hold_even_untrained(untrained, prosody):
         ({"lines": 0}, "--lines"),
         ({"num": 0}, "--num"),
         ({"strategy": "beam"}, "--strategy"),
-        ({"top_k": 5}, "apply to --strategy sample"),
+        ({"strategy": "course", "top_k": 5}, "apply to --strategy sample, not course"),
+        ({"strategy": "greedy", "temperature": 0.5}, "apply to --strategy sample, not greedy"),
         ({"strategy": "sample", "top_p": 0}, "--top-p"),
         ({"strategy": "sample", "temperature": 0}, "--temperature"),
     ],
@@ -169,6 +170,12 @@ def test_rhyme_and_tones_hold_even_untrained(untrained, prosody):
 def test_bad_sampling_options(kwargs, text):
     with pytest.raises(PoemctlError, match=text):
         SampleConfig(**kwargs)
+
+
+def test_a_temperature_top_k_or_top_p_implies_sampling():
+    assert SampleConfig().strategy == "course"
+    for knob in ({"temperature": 0.7}, {"top_k": 5}, {"top_p": 0.9}):
+        assert SampleConfig(**knob).strategy == "sample"
 
 
 def test_format_poem():
