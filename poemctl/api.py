@@ -47,9 +47,10 @@ class Poet:
         top_k: int = 0,
         top_p: float = 1.0,
         acrostic: str = "",
+        rhyme_group: str = "",
     ) -> list[str]:
-        """num poems that start with first, each one string of lines ending in "，" or "。" and joined by
-        newlines; the options are `poemctl sample`'s (see its --help)."""
+        """num poems that begin with first (a character, or more: 春风, a whole line), each one string of lines
+        ending in "，" or "。" and joined by newlines; the options are `poemctl sample`'s (see its --help)."""
         cfg = SampleConfig(
             lines=lines,
             chars=chars,
@@ -62,6 +63,7 @@ class Poet:
             acrostic=acrostic,
             rhyme=rhyme,
             tones=tones,
+            rhyme_group=rhyme_group,
         )
         poems = write_poems(self.model, self.meta.vocab, first, cfg, data=self.meta.config.data)
         return [format_poem(p) for p in poems]

@@ -407,6 +407,15 @@ SAMPLING_OPTIONS = {
         typer.Option(_S.rhyme, help="End the even lines (and line 1 when its pattern asks) in one 平水韵 group."),
     ),
     "tones": (bool, typer.Option(_S.tones, help="Follow a regular 平仄 pattern of 五言/七言 绝句.")),
+    "rhyme_group": (
+        str,
+        typer.Option(
+            _S.rhyme_group,
+            help="Rhyme in this 平水韵 group: 东 冬 江 支 微 鱼 虞 齐 佳 灰 真 文 元 寒 删 "
+            "先 萧 肴 豪 歌 麻 阳 庚 青 蒸 尤 侵 覃 盐 咸 (or 上平聲一東 …). A model trained with --control-tokens "
+            "is told it; any other is held to it.",
+        ),
+    ),
 }
 CHECKPOINT_OPTIONS = {
     "ckpt": (Path | None, typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs).")),
@@ -455,17 +464,17 @@ def _load(ckpt: Path | None, runs: str, model: str | None):
 @with_options(CHECKPOINT_OPTIONS, "checkpoint")
 @with_options(SAMPLING_OPTIONS, "sampling")
 def sample(
-    first: str = typer.Argument("月", help="The poem's first character (ignored with --acrostic)."),
+    first: str = typer.Argument(
+        "月", help="The poem's first character, or its beginning: 春风, a whole line or more (not with --acrostic)."
+    ),
     num: int = typer.Option(1, help="How many poems to write."),
     seed: int | None = typer.Option(None, help="Seed: the same seed and options write the same poems."),
     sampling: dict | None = None,
     checkpoint: dict | None = None,
 ) -> None:
-    """Write poems that start with FIRST (default: one 七言绝句, 4 lines of 7 characters)."""
+    """Write poems that begin with FIRST (default: one 七言绝句, 4 lines of 7 characters)."""
     from poemctl.sampling import format_poem, iter_poems
 
-    if len(first) != 1:
-        raise PoemctlError(f"give one start character, got '{first}'")
     cfg = SampleConfig(**sampling, num=num, seed=seed)  # bad numbers fail before the checkpoint is read
     net, meta = _load(**checkpoint)
     for k, batch in enumerate(iter_poems(net, meta.vocab, first, cfg, data=meta.config.data)):

@@ -198,6 +198,7 @@ class SampleConfig:
     acrostic: str = ""  # line k starts with its k-th character; its length sets the number of lines
     rhyme: bool = False
     tones: bool = False
+    rhyme_group: str = ""  # the 平水韵 level-tone group to rhyme in (control.group_named); "": the model's choice
 
     def __post_init__(self) -> None:
         knobs = (self.temperature, self.top_k, self.top_p) != (1.0, 0, 1.0)
@@ -223,6 +224,10 @@ class SampleConfig:
         for ok, message in checks:
             if not ok:
                 raise PoemctlError(message)
+        if self.rhyme_group:
+            from poemctl.control import group_named
+
+            group_named(self.rhyme_group)  # an unknown name fails here, before any model is read
 
 
 @dataclass(frozen=True)

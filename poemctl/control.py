@@ -115,3 +115,18 @@ def with_rhyme_marks(text: str, group: str) -> str:
 def without_tokens(text: str) -> str:
     """text with its control tokens taken out."""
     return "".join(ch for ch in text if name_of(ch) is None)
+
+
+def group_named(name: str) -> str:
+    """The level-tone group a user names: its full name (上平聲一東), or its rhyme character in traditional or
+    simplified script (東, 东); anything else is a one-line error listing the names."""
+    from poemctl.errors import PoemctlError
+
+    for group in GROUPS[:-1]:
+        if name in (group, group[-1], _SIMPLIFIED.get(group[-1])):
+            return group
+    raise PoemctlError(f"--rhyme-group: no 平水韵 level-tone group '{name}' (groups: {' '.join(RHYME_NAMES)})")
+
+
+_SIMPLIFIED = dict(zip("東魚齊刪蕭陽鹽", "东鱼齐删萧阳盐", strict=True))  # the group characters t2s changes
+RHYME_NAMES = [_SIMPLIFIED.get(g[-1], g[-1]) for g in GROUPS[:-1]]  # 东 冬 江 … as --help lists them

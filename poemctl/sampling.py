@@ -157,7 +157,8 @@ def _write_batch(
     prosody: Prosody | None,
     gen: torch.Generator,
 ) -> list[list[str]]:
-    """cfg.num poems starting with first (or the acrostic's characters); each poem a list of lines.
+    """cfg.num poems that begin with first (one character or more, across lines; or the acrostic's
+    characters at the head of each line); each poem a list of lines.
 
     data is the preset the model was trained on (default: the course's): its row length, its line ends,
     and its control tokens. With control tokens each poem starts with its form's token; the model then draws
@@ -166,19 +167,33 @@ def _write_batch(
     """
     data = data or DataConfig()
     lines = len(cfg.acrostic) if cfg.acrostic else cfg.lines
-    starts = [_check_start(vocab, ch, "acrostic character") for ch in cfg.acrostic] if cfg.acrostic else []
-    if not starts:
-        starts = [_check_start(vocab, first, "start character")]
-    if (cfg.rhyme or cfg.tones) and prosody is None:
+    # The characters the poem must have: the acrostic's at the head of each line, else the prompt's from
+    # the first position on, across line ends (its punctuation ignored). (line, position) → id.
+    if cfg.acrostic:
+        forced = {(k, 0): _check_start(vocab, ch, "acrostic character") for k, ch in enumerate(cfg.acrostic)}
+    else:
+        prompt = [ch for ch in first if not control.LINE_BREAKS.match(ch) and not ch.isspace()]
+        if not prompt:
+            raise PoemctlError("give the poem's first character, or a beginning of it")
+        if len(prompt) > lines * cfg.chars:
+            raise PoemctlError(f"the beginning '{first}' is longer than a poem of {lines}×{cfg.chars} characters")
+        forced = {divmod(i, cfg.chars): _check_start(vocab, ch, "start character") for i, ch in enumerate(prompt)}
+    rhyme = cfg.rhyme or (bool(cfg.rhyme_group) and not data.control_tokens)  # the group must come from somewhere
+    if (rhyme or cfg.tones) and prosody is None:
         prosody = Prosody()
-    masks = Constraints(vocab, prosody if (cfg.rhyme or cfg.tones) else None)
+    masks = Constraints(vocab, prosody if (rhyme or cfg.tones) else None)
+    group = control.group_named(cfg.rhyme_group) if cfg.rhyme_group else None
     N, V = cfg.num, len(vocab)
     shapes = list(patterns(cfg.chars, lines).items())
     chosen = [shapes[i] for i in torch.randint(len(shapes), (N,), generator=gen).tolist()]
     rhyme_lines = [[k % 2 == 1 or (k == 0 and rhymes_first_line(name)) for k in range(lines)] for name, _ in chosen]
-    if cfg.rhyme and not masks.groups:
+    if rhyme and not masks.groups:
         raise PoemctlError("--rhyme: this vocabulary has no 平水韵 rhyme group with enough characters")
     row_groups = torch.ones(N, len(masks.groups), dtype=torch.bool)  # groups each row may still rhyme in
+    if group is not None and rhyme:
+        if group not in masks.groups:
+            raise PoemctlError(f"--rhyme-group {cfg.rhyme_group}: this vocabulary has too few characters of {group}")
+        row_groups[:] = torch.tensor([g == group for g in masks.groups])
     used = torch.zeros(N, V, dtype=torch.bool)  # a rhyme character is not used twice
 
     model.eval()
@@ -200,13 +215,18 @@ def _write_batch(
     if data.control_tokens:
         drawn = {}
         for kind in control.ORDER[1:]:
-            drawn[kind] = _draw_token(logits, vocab, kind, gen)
+            if kind == "rhyme" and group is not None:  # chosen by --rhyme-group, not drawn
+                if control.token("rhyme", group) not in vocab:
+                    raise PoemctlError(f"--rhyme-group {cfg.rhyme_group}: this checkpoint never saw {group}")
+                drawn[kind] = torch.full((N,), vocab.index[control.token("rhyme", group)])
+            else:
+                drawn[kind] = _draw_token(logits, vocab, kind, gen)
             out = model(drawn[kind][:, None].to(device), state=state)
             state, logits = out.state, out.logits[:, -1]
         if data.rhyme_marks:
             none = vocab.index.get(control.token("rhyme", control.NONE), -1)
             marks = torch.where(drawn["rhyme"] == none, -1, drawn["rhyme"])
-        if cfg.rhyme:  # --rhyme keeps to the group the model drew, where it drew one
+        if rhyme:  # --rhyme keeps to the group the model drew, where it drew one
             for b, p in enumerate(drawn["rhyme"].tolist()):
                 group = control.name_of(vocab.tokens[p])[1]
                 if group in masks.groups:
@@ -214,13 +234,13 @@ def _write_batch(
     poems = [["" for _ in range(lines)] for _ in range(N)]
     for k in range(lines):
         for pos in range(cfg.chars):
-            if pos == 0 and (k == 0 or cfg.acrostic):
-                picks = torch.full((N,), starts[k if cfg.acrostic else 0])
+            rhyming = torch.tensor([r[k] for r in rhyme_lines]) & (pos == cfg.chars - 1) & rhyme
+            if (k, pos) in forced:
+                picks = torch.full((N,), forced[k, pos])
             else:
                 allowed = masks.normal.expand(N, V).clone()
                 if cfg.tones:
                     allowed &= torch.stack([masks.tone_mask(p[k][pos]) for _, p in chosen])
-                rhyming = torch.tensor([r[k] for r in rhyme_lines]) & (pos == cfg.chars - 1) & cfg.rhyme
                 if rhyming.any():
                     fits = (row_groups.float() @ masks.member.float() > 0) & masks.ping_ok & ~used
                     narrowed = allowed & fits
@@ -228,10 +248,11 @@ def _write_batch(
                     usable = rhyming & narrowed.any(1)
                     allowed[usable] = narrowed[usable]
                 picks = choose(logits.cpu(), allowed, cfg, gen)
-                if rhyming.any():
-                    r = rhyming.nonzero()[:, 0]
-                    row_groups[r] &= masks.member[:, picks[r]].t()
-                    used[r, picks[r]] = True
+            if rhyming.any():  # a given rhyme narrows the group as a chosen one does
+                r = rhyming.nonzero()[:, 0]
+                narrowed = row_groups[r] & masks.member[:, picks[r]].t()
+                row_groups[r] = torch.where(narrowed.any(1, keepdim=True), narrowed, row_groups[r])
+                used[r, picks[r]] = True
             for b, p in enumerate(picks.tolist()):
                 poems[b][k] += vocab.tokens[p]
             if k == lines - 1 and pos == cfg.chars - 1:

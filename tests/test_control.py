@@ -193,3 +193,18 @@ def test_a_form_the_vocabulary_lacks_writes_with_the_none_form(poem_run):
     assert control.token("form", "五律") not in meta.vocab or control.token("form", control.NONE) in meta.vocab
     poems = write_poems(model, meta.vocab, "月", SampleConfig(lines=6, num=3, seed=0), data=meta.config.data)
     assert [len(p) for p in poems] == [6, 6, 6]  # six lines: no form token of its own, none's instead
+
+
+def test_a_rhyme_group_is_told_to_a_model_with_control_tokens(poem_run, monkeypatch):
+    model, meta = checkpoint.load(poem_run / "last.safetensors")
+    group = next(g for g in control.GROUPS[:-1] if control.token("rhyme", g) in meta.vocab)
+    fed = []
+    real = type(model).forward
+
+    def watched(self, tokens, state=None, **k):
+        fed.append(tokens.clone())
+        return real(self, tokens, state, **k)
+
+    monkeypatch.setattr(type(model), "forward", watched)
+    write_poems(model, meta.vocab, "月", SampleConfig(num=6, seed=0, rhyme_group=group), data=meta.config.data)
+    assert fed[1][:, -1].tolist() == [meta.vocab.index[control.token("rhyme", group)]] * 6  # not drawn

@@ -234,3 +234,32 @@ def test_many_poems_are_written_in_batches_of_bounded_size(untrained, monkeypatc
     assert len(poems) == 11 and all(valid_form(p, 4, 7) for p in poems)
     assert max(rows) == 4 and 3 in rows  # 4 + 4 + 3
     assert write_poems(model, vocab, "月", SampleConfig(num=11, seed=3)) == poems
+
+
+def test_a_beginning_longer_than_one_character_is_kept_across_lines(untrained):
+    model, vocab = untrained
+    beginning = "春风得意马上疾，一日"  # (蹄 is not in the slice's vocabulary)
+    for poem in write_poems(model, vocab, beginning, SampleConfig(num=5, seed=1)):
+        assert poem[0] == "春风得意马上疾" and poem[1].startswith("一日") and valid_form(poem, 4, 7)
+    with pytest.raises(PoemctlError, match="longer than a poem of 4×5 characters"):
+        write_poems(model, vocab, "春" * 21, SampleConfig(chars=5))
+    with pytest.raises(PoemctlError, match="give the poem's first character"):
+        write_poems(model, vocab, "，", SampleConfig())
+
+
+def test_a_rhyme_group_holds_a_model_without_control_tokens_to_it(untrained, prosody):
+    model, vocab = untrained
+    for poem in write_poems(model, vocab, "月", SampleConfig(num=20, seed=4, rhyme_group="东"), prosody=prosody):
+        assert all("上平聲一東" in prosody.ping_groups(line[-1]) for line in poem[1::2]), poem
+
+
+@pytest.mark.parametrize("name", ["东", "東", "上平聲一東"])
+def test_rhyme_groups_are_named_in_either_script_or_in_full(name):
+    from poemctl.control import group_named
+
+    assert group_named(name) == "上平聲一東"
+
+
+def test_an_unknown_rhyme_group_lists_the_names():
+    with pytest.raises(PoemctlError, match="no 平水韵 level-tone group '狗' \\(groups: 东 冬 江 支"):
+        SampleConfig(rhyme_group="狗")
