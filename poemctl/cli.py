@@ -10,6 +10,7 @@ import math
 import sys
 import typing
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -63,6 +64,24 @@ def _options(
 warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 _D, _T, _O, _M, _B = DataConfig(), TrainConfig(), OptimConfig(), ModelConfig(), BenchConfig()
+
+
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON document on stdout instead (notes stay on stderr).")
+
+
+def print_json(document) -> None:
+    """document as JSON on stdout, alone; NaN and infinities (not JSON) as null."""
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return str(x) if isinstance(x, Path) else x
+
+    sys.stdout.write(json.dumps(clean(document), ensure_ascii=False, indent=2) + "\n")
 
 
 def print_wide(table, width: int) -> None:
@@ -123,6 +142,7 @@ def data_info(
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
     max_poems: int = typer.Option(_D.max_poems, help="Use only the first N poems (0: all)."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Summarise the corpus under the course preset: files, poems, vocabulary, split sizes, padding."""
     from rich.table import Table
@@ -133,6 +153,21 @@ def data_info(
     data = load_corpus(DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems))
     rows = len(data.train) + len(data.test)
     scored = float((data.train[:, 1:] != data.vocab.pad_id).float().mean())
+    if as_json:
+        print_json(
+            {
+                "corpus": corpus,
+                "files": len(corpus_files(corpus)),
+                "hash": data.corpus_hash,
+                "poems": rows,
+                "vocabulary": len(data.vocab),
+                "train": len(data.train),
+                "test": len(data.test),
+                "row_length": data.train.shape[1],
+                "scored_share": scored,
+            }
+        )
+        return
     table = Table("", "", show_header=False)
     for key, value in [
         ("corpus", f"{corpus} ({len(corpus_files(corpus))} files, hash {data.corpus_hash})"),
@@ -469,14 +504,19 @@ def sample(
     ),
     num: int = typer.Option(1, help="How many poems to write."),
     seed: int | None = typer.Option(None, help="Seed: the same seed and options write the same poems."),
+    as_json: bool = JSON_OPT,
     sampling: dict | None = None,
     checkpoint: dict | None = None,
 ) -> None:
     """Write poems that begin with FIRST (default: one 七言绝句, 4 lines of 7 characters)."""
-    from poemctl.sampling import format_poem, iter_poems
+    from poemctl.sampling import format_poem, iter_poems, write_poems
 
     cfg = SampleConfig(**sampling, num=num, seed=seed)  # bad numbers fail before the checkpoint is read
     net, meta = _load(**checkpoint)
+    if as_json:
+        poems = write_poems(net, meta.vocab, first, cfg, data=meta.config.data)
+        print_json({"poems": [{"lines": p, "text": format_poem(p)} for p in poems], "options": asdict(cfg)})
+        return
     for k, batch in enumerate(iter_poems(net, meta.vocab, first, cfg, data=meta.config.data)):
         text = "\n\n".join(format_poem(p) for p in batch)
         out.print(("\n" if k else "") + text, highlight=False)  # as they come: --num may be large
@@ -495,7 +535,7 @@ def evaluate(
         None, help="Score the poems of this UTF-8 file instead (one a line, or one a paragraph)."
     ),
     real: bool = typer.Option(False, help="Score N real poems of --lines × --chars from the test split instead."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics to this JSON file."),
+    as_json: bool = JSON_OPT,
     sampling: dict | None = None,
     checkpoint: dict | None = None,
 ) -> None:
@@ -504,7 +544,6 @@ def evaluate(
     from rich.table import Table
 
     from poemctl import evaluate as ev
-    from poemctl.files import atomic_write_bytes
 
     cfg = SampleConfig(**sampling, num=num, seed=seed)
     if text is not None and real:
@@ -523,14 +562,15 @@ def evaluate(
         stats, what = ev.score_poems(meta, poems, lines, cfg.chars, corpus, say), "real poems of the test split"
     else:
         stats, what = ev.evaluate(net, meta, cfg, first, corpus, say), cfg.strategy
+    if as_json:
+        print_json({**stats.as_dict(), "what": what, "lines": lines, "chars": cfg.chars})
+        return
     table = Table("statistic", "value", title=f"{stats.poems} poems, {lines}×{cfg.chars}, {what}")
     for key, value in stats.as_dict().items():
         shown = str(value) if key == "poems" else f"{value:.2f}" if key == "ms_per_poem" else f"{value:.1%}"
         shown = "not measured" if isinstance(value, float) and math.isnan(value) else shown
         table.add_row(key, shown)
     out.print(table)
-    if json_out is not None:
-        atomic_write_bytes(json_out, json.dumps(stats.as_dict(), indent=2).encode())
 
 
 @app.command("perplexity")
@@ -542,6 +582,7 @@ def perplexity_cmd(
     corpus: str | None = typer.Option(None, help="Corpus folder (default: the one the checkpoint was trained on)."),
     model: str | None = typer.Option(None, help="Run the checkpoint in this model (default: its own)."),
     batch_size: int = typer.Option(256, help="Poems per batch."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Print the perplexity of a checkpoint on its test split (rebuilt from its metadata) or on a file."""
     from poemctl import checkpoint
@@ -557,6 +598,9 @@ def perplexity_cmd(
             "checkpoint's vocabulary (<unk>): the perplexity says little about this text",
             highlight=False,
         )
+    if as_json:
+        print_json({**asdict(score), "unknown_share": score.unknown_share, "checkpoint": str(ckpt)})
+        return
     ppl = f"{score.perplexity:.2f}" if math.isfinite(score.perplexity) else str(score.perplexity)
     out.print(
         f"perplexity {ppl} over {score.tokens} tokens ({score.source}, {score.poems} poems; "
@@ -574,6 +618,7 @@ def gradcheck_cmd(
     model: str = typer.Option("numpy-lstm", help="Model plugin whose gradients to check."),
     seed: int = typer.Option(0, help="Seed for the weights and the batch."),
     tolerance: float = typer.Option(1e-6, help="Largest relative error against the reference or autograd that passes."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Check a model's gradients in float64 against the NumPy reference, torch autograd and finite differences."""
     from rich.table import Table
@@ -582,15 +627,20 @@ def gradcheck_cmd(
     from poemctl.registry import MODELS
 
     checks = gradcheck(MODELS.get(model), seed=seed)
+    hand, auto = (max(getattr(c, f) for c in checks) for f in ("reference_rel_error", "autograd_rel_error"))
+    fd = max(c.finite_diff_rel_error for c in checks)
+    ok = max(hand, auto) <= tolerance and fd <= 1e-4
+    if as_json:
+        print_json({"model": model, "pass": ok, "checks": [asdict(c) for c in checks]})
+        if not ok:
+            raise typer.Exit(1)
+        return
     table = Table("parameter", "vs NumPy reference", "vs autograd", "vs finite differences", title="max relative error")
     for c in checks:
         table.add_row(
             c.name, f"{c.reference_rel_error:.2e}", f"{c.autograd_rel_error:.2e}", f"{c.finite_diff_rel_error:.2e}"
         )
     out.print(table)
-    hand, auto = (max(getattr(c, f) for c in checks) for f in ("reference_rel_error", "autograd_rel_error"))
-    fd = max(c.finite_diff_rel_error for c in checks)
-    ok = max(hand, auto) <= tolerance and fd <= 1e-4
     out.print(
         f"{'PASS' if ok else 'FAIL'}: max relative error {hand:.2e} vs the NumPy reference, {auto:.2e} vs autograd, "
         f"{fd:.2e} vs finite differences"
@@ -612,6 +662,7 @@ def bench_cmd(
     corpus: str = CorpusOpt,
     cache_dir: str = CacheOpt,
     max_poems: int = MAX_POEMS_OPT,
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Training speed of each model on the course config: tokens/s, ms/step, memory, matmul bound.
 
@@ -638,6 +689,9 @@ def bench_cmd(
         )
         data = DataConfig(corpus=corpus, cache_dir=cache_dir, max_poems=max_poems)
         results = bench(cfg, data, progress=lambda: progress.advance(task))
+    if as_json:
+        print_json({"config": asdict(cfg), "results": [asdict(r) for r in results]})
+        return
     title = f"course config, batch {batch_size}, {repeats} rounds × {steps} steps, models taking turns, {device}"
     table = Table(
         "model",
@@ -668,11 +722,16 @@ def bench_cmd(
 
 @app.command()
 @user_errors
-def plugins() -> None:
+def plugins(as_json: bool = JSON_OPT) -> None:
     """List every model and optimizer plugin, with the package it comes from."""
     from rich.table import Table
 
     from poemctl.registry import MODELS, OPTIMIZERS
+
+    if as_json:
+        found = [(r.kind, p) for r in (MODELS, OPTIMIZERS) for p in r.plugins()]
+        print_json([{"kind": k, "name": p.name, "package": p.dist, "description": p.description} for k, p in found])
+        return
 
     table = Table("kind", "name", "package", "description")
     for registry in (MODELS, OPTIMIZERS):

@@ -45,9 +45,9 @@ PY
       ;;
     poems)   # issue 6: 1000 poems from the best main checkpoint, without and with --rhyme / --tones
       ckpt=$(ls -t "$OUT"/main/*/best.safetensors | head -1)
-      poemctl evaluate --ckpt "$ckpt" --num 1000 --corpus "$CORPUS" --json "$OUT/poems-plain.json"
-      poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --corpus "$CORPUS" --json "$OUT/poems-rhyme.json"
-      poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --tones --corpus "$CORPUS" --json "$OUT/poems-tones.json"
+      poemctl evaluate --ckpt "$ckpt" --num 1000 --corpus "$CORPUS" --json > "$OUT/poems-plain.json"
+      poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --corpus "$CORPUS" --json > "$OUT/poems-rhyme.json"
+      poemctl evaluate --ckpt "$ckpt" --num 1000 --rhyme --tones --corpus "$CORPUS" --json > "$OUT/poems-tones.json"
       poemctl sample 月 --ckpt "$ckpt" --num 3 --seed 1 --rhyme --tones ;;
     poem-model) # issue 18: the bundled poem model, two stages (recipes/poem*.toml), its figures, and the bundle
       poemctl train --config recipes/poem.toml "${D[@]}" --out "$OUT/poem/stage1"

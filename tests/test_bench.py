@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 import re
 import signal
@@ -35,6 +36,11 @@ def test_bench_table_has_every_model_and_the_ratio(tmp_path):
     )
     assert low <= ratio <= high
     assert "× cudnn-lstm" in result.output
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    assert [r["model"] for r in document["results"]] == ["cudnn-lstm", "torch-lstm"]
+    assert document["results"][0]["ratio"] == 1.0 and document["config"]["steps"] == 2
 
 
 def test_bench_rejects_an_unknown_model(tmp_path):

@@ -281,3 +281,30 @@ def test_version_and_completion():
     result = run("--version")
     assert result.exit_code == 0 and result.output.strip() == f"poemctl {poemctl.__version__}"
     assert "--install-completion" in run("--help").output
+
+
+@pytest.mark.parametrize(
+    ("args", "check"),
+    [
+        (
+            ["sample", "月", "--num", "2", "--seed", "1"],
+            lambda d: len(d["poems"]) == 2 and d["poems"][0]["text"][0] == "月",
+        ),
+        (["perplexity", "CKPT"], lambda d: d["perplexity"] > 1 and d["source"] == "test split" and d["tokens"] > 0),
+        (["evaluate", "--num", "10"], lambda d: d["poems"] == 10 and 0 <= d["rhymed"] <= 1),
+        (["data", "info", "--max-poems", "400"], lambda d: d["poems"] == 400 and d["train"] == 320),
+        (["plugins"], lambda d: {"torch-lstm", "adam", "muon"} <= {p["name"] for p in d}),
+        (["gradcheck", "--model", "numpy-reference"], lambda d: d["pass"] and len(d["checks"]) == 6),
+    ],
+    ids=["sample", "perplexity", "evaluate", "data-info", "plugins", "gradcheck"],
+)
+def test_json_is_one_document_alone_on_stdout(trained, tmp_path, args, check):
+    ckpt = str(trained / "best.safetensors")
+    args = [ckpt if a == "CKPT" else a for a in args]
+    if args[0] in ("sample", "evaluate"):
+        args += ["--ckpt", ckpt]
+    if args[0] == "data":
+        args += ["--corpus", str(CORPUS), "--cache-dir", str(tmp_path / "c")]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert check(json.loads(result.stdout)), result.stdout

@@ -204,17 +204,16 @@ def test_sample_cli_acrostic_and_rhyme(trained):
     assert [line[0] for line in lines] == list("春夏秋冬") and all(len(line) == 8 for line in lines)
 
 
-def test_evaluate_cli(trained, tmp_path):
-    out = tmp_path / "stats.json"
-    result = runner.invoke(
-        app, ["evaluate", "--num", "40", "--rhyme", "--ckpt", str(trained / "best.safetensors"), "--json", str(out)]
-    )
+def test_evaluate_cli(trained):
+    args = ["evaluate", "--num", "40", "--rhyme", "--ckpt", str(trained / "best.safetensors")]
+    result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    stats = json.loads(out.read_text())
+    stats = json.loads(result.stdout)
     assert stats["poems"] == 40 and stats["form_valid"] == 1.0 and stats["rhymed"] >= 0.95
     assert 0 <= stats["copy_rate"] <= 1 and 0 < stats["distinct_1"] <= 1 and stats["ms_per_poem"] > 0
+    table = runner.invoke(app, args).output
     for key in ("form_valid", "rhymed", "tonal", "copy_rate", "distinct_1", "distinct_2", "ms_per_poem"):
-        assert key in result.output
+        assert key in table
 
 
 def test_many_poems_are_written_in_batches_of_bounded_size(untrained, monkeypatch):
