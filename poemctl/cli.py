@@ -297,6 +297,9 @@ def train(
     forms: str = typer.Option(
         ",".join(_D.forms), help="Keep only poems of these forms, comma-separated: 七绝, 五绝, 七律, 五律, none."
     ),
+    report_to: str = typer.Option(
+        "", help="Also log to these Accelerate trackers, comma-separated: tensorboard, trackio, wandb, mlflow …"
+    ),
     target_ppl: float = typer.Option(_T.target_ppl, help="Stop at the first evaluation at or below this perplexity."),
     time_budget: float = typer.Option(
         _T.time_budget, help="Stop after this many minutes of training steps (evaluations excluded)."
@@ -317,8 +320,9 @@ def train(
         options = _given(ctx, options)
     if "opt_arg" in options:
         options["extra"] = parse_opt_args(options.pop("opt_arg"))
-    if "forms" in options:
-        options["forms"] = tuple(f.strip() for f in options["forms"].split(",") if f.strip())
+    for name in ("forms", "report_to"):
+        if name in options:
+            options[name] = tuple(f.strip() for f in options[name].split(",") if f.strip())
     if resume is not None and (config is not None or print_config):
         raise PoemctlError("--resume uses the run's own configuration: give it without --config or --print-config")
     extend = {}

@@ -131,6 +131,7 @@ class TrainConfig:
     plateau_patience: int = 0  # … after this many evaluations without a new best, plus one
     init_from: str = ""  # start from this checkpoint's weights and vocabulary (a second stage of training)
     dist_timeout: int = 1800  # seconds a process of a multi-process run waits for the others before giving up
+    report_to: tuple[str, ...] = ()  # Accelerate trackers beside metrics.jsonl: tensorboard, trackio, wandb …
     target_ppl: float = 0.0  # stop at the first evaluation at or below this test perplexity (0: off)
     time_budget: float = 0.0  # stop after this many minutes of training steps, evaluations excluded (0: off)
 

@@ -13,6 +13,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import InitProcessGroupKwargs, set_seed
+from accelerate.utils import InitProcessGroupKwargs, LoggerType, ProjectConfiguration, set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from poemctl import checkpoint, gpu_modes
@@ -104,6 +105,31 @@ class Interrupts:
             return self.requested
         flag = torch.tensor(float(self.requested), device=accelerator.device)
         return accelerator.reduce(flag, "sum").item() > 0
+
+
+def trackers(names: tuple[str, ...], where: str) -> dict:
+    """Accelerator arguments for --report-to (none without it); an unknown tracker is a one-line error. where is
+    a folder for Accelerate to check; the run's own folder replaces it once it exists."""
+    if not names:
+        return {}
+    known = {t.value for t in LoggerType} - {"all"}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PoemctlError(f"--report-to: unknown tracker '{unknown[0]}' (trackers: {', '.join(sorted(known))})")
+    with warnings.catch_warnings():  # a tracker whose package is missing: our own error follows
+        warnings.simplefilter("ignore")
+        return {"log_with": list(names), "project_config": ProjectConfiguration(where, logging_dir=where)}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config as {"model.hidden": 512, …}, the values trackers take (lists as text)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
 
 
 def _peer_loss(e: RuntimeError) -> str:
@@ -190,7 +216,11 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None, e
         gradient_accumulation_steps=cfg.train.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e is shuffled by seed + e
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout))],
+        **trackers(cfg.train.report_to, str(resume or cfg.train.out)),
     )
+    missing = [t for t in cfg.train.report_to if t not in {str(getattr(x, "value", x)) for x in accelerator.log_with}]
+    if missing:
+        raise PoemctlError(f"--report-to {missing[0]}: its package is not installed (pip install {missing[0]})")
     try:
         return _train(accelerator, cfg, model_cls, resume, say)
     finally:
@@ -253,6 +283,10 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         pos = Position(step=0, epoch=1, batches_done=0, best=math.inf, last=math.nan, evaluated_at=-1, wall_time=0)
         if main:
             (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
+    if cfg.train.report_to:  # beside metrics.jsonl, in the run folder (tensorboard: RUN/tracks/)
+        if main:
+            accelerator.project_configuration.project_dir = accelerator.project_configuration.logging_dir = str(run_dir)
+        accelerator.init_trackers("tracks", config=_flat(cfg.to_dict()))
     log = MetricsLog(run_dir if main else None, keep_until_step=pos.step if resume else None)
     t0 = time.time() - pos.wall_time
 
@@ -282,6 +316,8 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         schedule.evaluated(ppl)
         if plain:
             say(f"step {position.step}  epoch {position.epoch}  test perplexity {ppl:.1f}")
+        if cfg.train.report_to:
+            accelerator.log({"test/perplexity": ppl}, step=position.step)
         if main:
             log.write(
                 step=position.step,
@@ -375,6 +411,8 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                     now = time.time()
                     pos = replace(pos, train_time=pos.train_time + now - tick)
                     tps = sum(rows.numel() for (rows,) in group) * world / max(now - tick, 1e-9)
+                    if cfg.train.report_to:
+                        accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": tps}, pos.step)
                     log.write(
                         step=pos.step,
                         epoch=pos.epoch,

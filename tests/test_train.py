@@ -317,3 +317,25 @@ def test_in_a_log_training_prints_a_plain_line_every_n_steps(tmp_path):
     assert steps == ["5", "10", "12"]
     assert re.findall(r"^step (\d+)  epoch 1  test perplexity [\d.]+$", output, re.M) == ["6", "12"]
     assert "━" not in output  # no bar in a log
+
+
+def test_report_to_tensorboard_logs_what_metrics_jsonl_logs(tiny_cfg):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(replace(tiny_cfg, train=replace(tiny_cfg.train, report_to=("tensorboard",))))
+    (events,) = (result.run_dir / "tracks").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    logged = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses_ = [(r["step"], r["loss"]) for r in logged if "loss" in r]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("train/loss")] == losses_
+    ppls = [(r["step"], r["test_perplexity"]) for r in logged if "test_perplexity" in r]
+    assert [(e.step, pytest.approx(e.value, rel=1e-5)) for e in acc.Scalars("test/perplexity")] == ppls
+
+
+def test_report_to_names_a_missing_or_unknown_tracker(tiny_cfg):
+    with pytest.raises(PoemctlError, match="unknown tracker 'tensorbord'"):
+        train(replace(tiny_cfg, train=replace(tiny_cfg.train, report_to=("tensorbord",))))
+    missing = next(t for t in ("wandb", "swanlab", "aim", "dvclive", "clearml") if not importlib.util.find_spec(t))
+    with pytest.raises(PoemctlError, match=f"--report-to {missing}: its package is not installed"):
+        train(replace(tiny_cfg, train=replace(tiny_cfg.train, report_to=(missing,))))
