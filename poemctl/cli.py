@@ -410,11 +410,14 @@ def compare(
 def plot(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders (each with a metrics.jsonl)."),
     output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="PNG file to write."),
+    label: list[str] = typer.Option([], help="The legend's name of each run, in order (default: its folder's)."),
 ) -> None:
     """Draw the training-loss and test-perplexity curves of runs into one PNG."""
     from poemctl.plots import plot_runs
 
-    plot_runs(run_dirs, output)
+    if label and len(label) != len(run_dirs):
+        raise PoemctlError(f"give one --label per run: {len(run_dirs)} runs, {len(label)} labels")
+    plot_runs(run_dirs, output, labels=label or None)
     out.print(f"curves: {output}")
 
 

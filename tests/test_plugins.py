@@ -203,6 +203,19 @@ def test_plot_command(trained, tmp_path):
     assert bad.exit_code == 2 and "no metrics" in bad.output
 
 
+def test_plot_labels_name_the_curves(trained, tmp_path, monkeypatch):
+    import poemctl.plots
+
+    drawn = {}
+    real = poemctl.plots.plot_runs
+    monkeypatch.setattr(poemctl.plots, "plot_runs", lambda *a, **k: drawn.update(real(*a, **k)) or drawn)
+    result = run("plot", trained, trained, "--label", "first", "--label", "second", "-o", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
+    assert drawn["Test perplexity"] == ["first", "second"]
+    bad = run("plot", trained, trained, "--label", "only-one", "-o", tmp_path / "d.png")
+    assert bad.exit_code == 2 and "give one --label per run: 2 runs, 1 labels" in bad.output
+
+
 @pytest.mark.slow
 def test_the_test_plugins_are_not_installed_where_users_run_poemctl():
     # the tests register tests/plugin_pkg in their own process only (conftest.register_test_plugins): a
