@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import inspect
 import json
@@ -19,6 +20,8 @@ from rich.markup import escape
 
 from poemctl.config import (
     PARTS,
+    SCHEDULES,
+    STRATEGIES,
     BenchConfig,
     DataConfig,
     ModelConfig,
@@ -65,6 +68,22 @@ warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n
 
 _D, _T, _O, _M, _B = DataConfig(), TrainConfig(), OptimConfig(), ModelConfig(), BenchConfig()
 
+
+def choices(name: str, values) -> type[enum.Enum]:
+    """An option type of fixed values (Typer lists them in --help, completes and checks them)."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+def plain(value):
+    """An option's value as the config takes it: a choice's string."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+ScheduleChoice = choices("ScheduleChoice", SCHEDULES)
+PrecisionChoice = choices("PrecisionChoice", ("no", "bf16", "fp16"))
+SplitChoice = choices("SplitChoice", ("test", "train"))
+DeviceChoice = choices("DeviceChoice", ("cpu", "cuda"))
+StrategyChoice = choices("StrategyChoice", STRATEGIES)
 
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document on stdout instead (notes stay on stderr).")
 
@@ -224,7 +243,7 @@ def make_config(base: RunConfig | None = None, **options) -> RunConfig:
     values: dict[str, dict] = {part: {} for part in PARTS}
     for name, value in options.items():
         part, field = renames.get(name) or next((p, name) for p in PARTS if name in fields[p])
-        values[part][field] = value
+        values[part][field] = plain(value)
     return with_values(base or RunConfig(), values, "the command line")
 
 
@@ -264,8 +283,9 @@ def train(
     tie_weights: bool = typer.Option(
         _M.tie_weights, help="Share one matrix between the embeddings and the output layer (needs E = H)."
     ),
-    schedule: str = typer.Option(
-        _T.schedule, help="Learning rate after warmup: constant, cosine or linear (decay to the last step), plateau."
+    schedule: ScheduleChoice = typer.Option(
+        _T.schedule,
+        help="Learning rate after warmup: constant, or cosine or linear decay to the last step, or plateau.",
     ),
     warmup_steps: int = typer.Option(_T.warmup_steps, help="Raise the learning rate linearly over this many steps."),
     seed: int = SEED_OPT,
@@ -279,7 +299,7 @@ def train(
     ),
     clip: float = typer.Option(_T.clip, help="Clip the gradient norm to this (0: off)."),
     grad_accum: int = typer.Option(_T.grad_accum, help="Accumulate gradients over N batches per step."),
-    mixed_precision: str = typer.Option(_T.mixed_precision, help="no, bf16 or fp16 (through Accelerate)."),
+    mixed_precision: PrecisionChoice = typer.Option(_T.mixed_precision, help="Mixed precision, through Accelerate."),
     cuda_graphs: bool = CUDA_GRAPHS_OPT,
     fused_steps: bool = FUSED_STEPS_OPT,
     out_dir: str = OUT_OPT,
@@ -584,7 +604,7 @@ def evaluate(
 @user_errors
 def perplexity_cmd(
     ckpt: Path = typer.Argument(..., help="A poemctl .safetensors checkpoint."),
-    split: str = typer.Option("test", help="Which split to score: test or train."),
+    split: SplitChoice = typer.Option("test", help="Which split to score."),
     text: Path | None = typer.Option(None, help="Score this UTF-8 file instead: one poem per line."),
     corpus: str | None = typer.Option(None, help="Corpus folder (default: the one the checkpoint was trained on)."),
     model: str | None = typer.Option(None, help="Run the checkpoint in this model (default: its own)."),
@@ -596,7 +616,7 @@ def perplexity_cmd(
     from poemctl.scoring import score_checkpoint
 
     net, meta = checkpoint.load(ckpt, model)
-    score = score_checkpoint(net, meta, split, text, corpus, batch_size)
+    score = score_checkpoint(net, meta, plain(split), text, corpus, batch_size)
     if score.other_corpus:
         err.print("[yellow]warning:[/] this corpus differs from the one the checkpoint was trained on")
     if score.unknown_share > UNKNOWN_WARNING:
@@ -660,7 +680,7 @@ def gradcheck_cmd(
 @user_errors
 def bench_cmd(
     models: str = typer.Option(",".join(_B.models), help="Comma-separated models; the first is the reference."),
-    device: str = typer.Option(_B.device, help="cpu or cuda."),
+    device: DeviceChoice = typer.Option(_B.device, help="Where to time the models."),
     batch_size: int = typer.Option(_B.batch_size, help="Poems per step."),
     steps: int = typer.Option(_B.steps, help="Timed steps per model and round (after 2 warm-up steps)."),
     repeats: int = typer.Option(_B.repeats, help="Rounds, each with a fresh process per model."),
@@ -684,8 +704,8 @@ def bench_cmd(
     from poemctl.bench import WARMUP_STEPS, bench
 
     names = tuple(m.strip() for m in models.split(",") if m.strip())
-    cfg = BenchConfig(names, device, batch_size, steps, repeats, cuda_graphs, fused_steps)
-    if device == "cuda":
+    cfg = BenchConfig(names, plain(device), batch_size, steps, repeats, cuda_graphs, fused_steps)
+    if cfg.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
@@ -699,7 +719,7 @@ def bench_cmd(
     if as_json:
         print_json({"config": asdict(cfg), "results": [asdict(r) for r in results]})
         return
-    title = f"course config, batch {batch_size}, {repeats} rounds × {steps} steps, models taking turns, {device}"
+    title = f"course config, batch {batch_size}, {repeats} rounds × {steps} steps, models taking turns, {cfg.device}"
     table = Table(
         "model",
         "tokens/s",
