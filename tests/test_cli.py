@@ -147,7 +147,7 @@ def test_train_out_is_a_file(tmp_path):
         (["月", "--lines", "0"], "--lines"),
         (["月", "--chars", "6"], "--chars must be 5 or 7"),
         (["月", "--num", "0"], "--num"),
-        (["月亮"], "one start character"),
+        (["月" * 29], "is longer than a poem of 4×7 characters"),
     ],
 )
 def test_sample_bad_input(trained, args, text):
