@@ -481,7 +481,10 @@ SAMPLING_OPTIONS = {
 }
 CHECKPOINT_OPTIONS = {
     "ckpt": (Path | None, typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs).")),
-    "runs": (str, typer.Option(_T.out, help="Where to look for the most recent run.")),
+    "runs": (
+        str,
+        typer.Option(_T.out, "--runs", "--out", help="Where to look for the most recent run (train's --out)."),
+    ),
     "model": (str | None, typer.Option(None, help="Run the checkpoint in this model (default: its own).")),
 }
 
@@ -554,8 +557,10 @@ def sample(
 @with_options(CHECKPOINT_OPTIONS, "checkpoint")
 @with_options(SAMPLING_OPTIONS, "sampling")
 def evaluate(
+    first: str = typer.Argument(
+        "", help="Begin every poem with this (as sample's FIRST; default: 月, 山, 春, … in turn)."
+    ),
     num: int = typer.Option(1000, help="How many poems to write and score."),
-    first: str = typer.Option("", help="Start every poem with this character (default: 月, 山, 春, … in turn)."),
     seed: int | None = typer.Option(0, help="Seed for the poems."),
     corpus: str | None = typer.Option(None, help="Corpus for the copy rate (default: the checkpoint's)."),
     text: Path | None = typer.Option(

@@ -308,3 +308,13 @@ def test_json_is_one_document_alone_on_stdout(trained, tmp_path, args, check):
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     assert check(json.loads(result.stdout)), result.stdout
+
+
+def test_sample_and_evaluate_name_things_as_train_does(trained):
+    runs = str(trained.parent)
+    sample = run("sample", "山", "--out", runs, "--seed", "1")  # train writes with --out; sample finds there too
+    assert sample.exit_code == 0 and sample.output.startswith("山"), sample.output
+    assert run("sample", "山", "--runs", runs, "--seed", "1").output == sample.output
+    evaluate = run("evaluate", "山", "--num", "5", "--runs", runs, "--json")  # the beginning as an argument
+    assert evaluate.exit_code == 0, evaluate.output
+    assert json.loads(evaluate.stdout)["poems"] == 5
