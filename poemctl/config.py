@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -21,12 +22,19 @@ def _check(ok: bool, message: str) -> None:
         raise PoemctlError(message)
 
 
+def home(path: str) -> str:
+    """A default folder: under $POEMCTL_HOME when it is set (so that any folder finds the same data, cache and
+    runs), else relative to the current folder."""
+    root = os.environ.get("POEMCTL_HOME", "")
+    return str(Path(root).expanduser() / path) if root else path
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the corpus is and how it is turned into training rows (defaults: the course preset)."""
 
-    corpus: str = "data/chinese-poetry"  # folder laid out like upstream (…/全唐诗/poet.tang.*.json)
-    cache_dir: str = "data/cache"
+    corpus: str = home("data/chinese-poetry")  # folder laid out like upstream (…/全唐诗/poet.tang.*.json)
+    cache_dir: str = home("data/cache")
     traditional: bool = False  # keep traditional characters (default: OpenCC t2s)
     keep_commas: bool = False  # the course deletes "，" and keeps "。"
     min_freq: int = 2  # characters seen fewer times become <unk>
@@ -118,7 +126,7 @@ class TrainConfig:
     log_every: int = 100  # when the output is not a terminal: one plain progress line every N steps
     clip: float = 5.0  # gradient-norm clipping (0: off)
     seed: int = 0
-    out: str = "runs"
+    out: str = home("runs")
     cpu: bool = False
     grad_accum: int = 1
     mixed_precision: str = "no"

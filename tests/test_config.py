@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from poemctl.config import (
@@ -99,3 +101,20 @@ def test_the_repositorys_recipes_read(tmp_path):
     assert recipes
     for path in recipes:
         read_recipe(path)
+
+
+def test_poemctl_home_roots_the_default_folders(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "POEMCTL_HOME": str(tmp_path)}
+    code = "from poemctl.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "train", "--print-config"], env=env, capture_output=True, text=True
+    )
+    assert f'corpus = "{tmp_path}/data/chinese-poetry"' in done.stdout
+    assert f'cache_dir = "{tmp_path}/data/cache"' in done.stdout and f'out = "{tmp_path}/runs"' in done.stdout
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", code, "data", "info"], env=env, capture_output=True, text=True, cwd="/"
+    )
+    assert elsewhere.returncode == 2 and f"no corpus at {tmp_path}/data/chinese-poetry" in elsewhere.stderr
