@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, TensorDataset
 
-from poemctl import control
+from poemctl import control, progress
 from poemctl.config import DataConfig
 from poemctl.corpus import corpus_files, corpus_hash, read_poems
 from poemctl.errors import PoemctlError
@@ -160,7 +160,11 @@ class Corpus:
 def prepare_poems(cfg: DataConfig, raw: list[str], source: str) -> list[str]:
     """The preprocessed poems of raw that keep at least 2 characters; none left is an error."""
     pre = Preprocessor(cfg)
-    poems = [p for p in map(pre, raw) if len(p) >= 2]
+    poems = []
+    with progress.bar(f"preprocessing {len(raw):,} poems", len(raw)) as advance:
+        for start in range(0, len(raw), 1000):
+            poems += [p for p in map(pre, raw[start : start + 1000]) if len(p) >= 2]
+            advance(min(1000, len(raw) - start))
     if not poems:
         raise PoemctlError(f"{source} holds no poem of 2 or more characters after preprocessing")
     return poems

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from poemctl import control
+from poemctl import control, progress
 from poemctl.config import DataConfig, SampleConfig
 from poemctl.corpus import corpus_files
 from poemctl.data import split_poems
@@ -50,22 +50,24 @@ def evaluate(model, meta, cfg: SampleConfig, first: str = "", corpus: str | None
     data = _data(meta, corpus)
     seen = training_lines(data, cfg.chars, say)
     prosody = Prosody()
-    starts = list(first) or [c for c in STARTS if c in meta.vocab]
+    starts = [first] if first else [c for c in STARTS if c in meta.vocab]
     poems, seconds = [], 0.0
-    for i, start in enumerate(starts):
-        share = cfg.num // len(starts) + (i < cfg.num % len(starts))
-        if share == 0:
-            continue
-        t = time.perf_counter()
-        poems += write_poems(
-            model,
-            meta.vocab,
-            start,
-            replace(cfg, num=share, seed=(cfg.seed or 0) + i),
-            data=data,
-            prosody=prosody,
-        )
-        seconds += time.perf_counter() - t
+    with progress.bar("writing poems", cfg.num) as advance:
+        for i, start in enumerate(starts):
+            share = cfg.num // len(starts) + (i < cfg.num % len(starts))
+            if share == 0:
+                continue
+            t = time.perf_counter()
+            poems += write_poems(
+                model,
+                meta.vocab,
+                start,
+                replace(cfg, num=share, seed=(cfg.seed or 0) + i),
+                data=data,
+                prosody=prosody,
+            )
+            seconds += time.perf_counter() - t
+            advance(share)
     return poem_stats(poems, len(cfg.acrostic) or cfg.lines, cfg.chars, seconds, seen, prosody)
 
 

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import torch
 
+from poemctl import progress
 from poemctl.data import batches, encode_rows, load_corpus, prepare_poems, split_batch
 from poemctl.errors import PoemctlError
 from poemctl.models.base import PoemModel
 
 
 @torch.no_grad()
-def total_nll(model: PoemModel, loader, pad_id: int, gather=None) -> tuple[float, int]:
-    """Summed NLL and number of scored targets over loader; gather merges ranks (Accelerate)."""
+def total_nll(model: PoemModel, loader, pad_id: int, gather=None, on_batch=None) -> tuple[float, int]:
+    """Summed NLL and number of scored targets over loader; gather merges ranks (Accelerate); on_batch() is
+    called after each batch (progress)."""
     was_training = model.training
     model.eval()
     nll_sum, count = 0.0, 0
@@ -25,6 +27,8 @@ def total_nll(model: PoemModel, loader, pad_id: int, gather=None) -> tuple[float
         nll, n = (out.nll, out.count) if gather is None else gather((out.nll, out.count))
         nll_sum += nll.double().sum().item()
         count += int(n.sum().item())
+        if on_batch is not None:
+            on_batch()
     model.train(was_training)
     return nll_sum, count
 
@@ -82,7 +86,9 @@ def score_texts(model: PoemModel, meta, texts: list[str], source: str = "texts",
 
 
 def _score_rows(model: PoemModel, meta, rows: torch.Tensor, source: str, batch_size: int, other: bool) -> Score:
-    nll, n = total_nll(model, batches(rows, batch_size), meta.vocab.pad_id)
+    loader = batches(rows, batch_size)
+    with progress.bar(f"scoring the {source}", len(loader)) as advance:
+        nll, n = total_nll(model, loader, meta.vocab.pad_id, on_batch=advance)
     targets = rows[:, 1:]
     unknown = int(((targets == meta.vocab.unk_id) & (targets != meta.vocab.pad_id)).sum())
     return Score(perplexity(nll, n), n, len(rows), source, other, unknown)
