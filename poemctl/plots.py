@@ -32,7 +32,8 @@ def plot_runs(run_dirs: list[Path], png: str | Path, labels: list[str] | None = 
         steps = [r for r in records if "loss" in r]
         evals = [r for r in records if "test_perplexity" in r]
         window = max(1, len(steps) // 50)
-        ax_loss.plot([r["step"] for r in steps], _smooth([r["loss"] for r in steps], window), label=label)
+        dot = "o" if len(steps) == 1 else None  # a line of one point is invisible
+        ax_loss.plot([r["step"] for r in steps], _smooth([r["loss"] for r in steps], window), marker=dot, label=label)
         ax_ppl.plot([r["step"] for r in evals], [r["test_perplexity"] for r in evals], marker="o", label=label)
         minutes = [r.get("train_time", math.nan) / 60 for r in evals]  # runs before train_time: no curve
         ax_time.plot(minutes, [r["test_perplexity"] for r in evals], marker="o", label=label)

@@ -224,3 +224,24 @@ def test_the_test_plugins_are_not_installed_where_users_run_poemctl():
     assert proc.returncode == 0, proc.stderr
     assert "adam" in proc.stdout and "sign-sgd" not in proc.stdout and "echo-lstm" not in proc.stdout
     assert "warning" not in proc.stderr
+
+
+def test_a_run_of_one_step_draws_visible_points(tiny_cfg, tmp_path):
+    from dataclasses import replace
+
+    import matplotlib.pyplot as plt
+
+    from poemctl.plots import plot_runs
+    from poemctl.train import train
+
+    result = train(replace(tiny_cfg, train=replace(tiny_cfg.train, max_steps=1)))
+    seen = {}
+    real = plt.close
+    try:
+        plt.close = lambda fig: seen.setdefault("fig", fig)
+        plot_runs([result.run_dir], tmp_path / "one.png")
+    finally:
+        plt.close = real
+    for ax in seen["fig"].axes:
+        (line,) = ax.get_lines()
+        assert line.get_marker() == "o" and len(line.get_xdata()) == 1
