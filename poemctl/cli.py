@@ -75,7 +75,7 @@ def choices(name: str, values) -> type[enum.Enum]:
 
 
 def plain(value):
-    """An option's value as the config takes it: a choice's string."""
+    """An option's value as the config takes it: a choice's string ("" for a choice left out)."""
     return value.value if isinstance(value, enum.Enum) else value
 
 
@@ -448,11 +448,8 @@ SAMPLING_OPTIONS = {
     "lines": (int, typer.Option(_S.lines, help="Number of lines (an --acrostic sets it).")),
     "chars": (int, typer.Option(_S.chars, help="Characters per line: 5 (五言) or 7 (七言).")),
     "strategy": (
-        str,
-        typer.Option(
-            _S.strategy,
-            help="course (top 5, then top 10; the default), sample (the default with the next three), greedy.",
-        ),
+        StrategyChoice | None,
+        typer.Option(None, help="course (top 5, then top 10; the default), sample (the default with the next three)."),
     ),
     "temperature": (float, typer.Option(_S.temperature, help="Softmax temperature (implies --strategy sample).")),
     "top_k": (int, typer.Option(_S.top_k, help="Keep the k likeliest characters (implies sample; 0: off).")),
@@ -502,7 +499,7 @@ def with_options(options: dict, into: str):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            kwargs[into] = {name: kwargs.pop(name) for name in options}
+            kwargs[into] = {name: plain(kwargs.pop(name)) for name in options}
             return fn(*args, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=params)
