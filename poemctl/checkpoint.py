@@ -137,10 +137,12 @@ BUNDLED = Path(__file__).with_name("bundled") / "poem.safetensors"  # the poem m
 
 
 def find(ckpt: str | Path | None, runs: str | Path = "runs") -> tuple[Path, bool]:
-    """The checkpoint to use and whether it is the bundled one: ckpt, else the most recent run's best under
-    runs, else the model bundled with poemctl."""
+    """The checkpoint to use and whether it is the bundled one: ckpt (a file, a Hub folder, hf:USER/NAME),
+    else the most recent run's best under runs, else the model bundled with poemctl."""
     if ckpt is not None:
-        return Path(ckpt), False
+        from poemctl import hub  # a Hub folder or hf:USER/NAME as well as a file
+
+        return hub.resolve(ckpt), False
     try:
         return latest(runs), False
     except PoemctlError:

@@ -477,7 +477,12 @@ SAMPLING_OPTIONS = {
     ),
 }
 CHECKPOINT_OPTIONS = {
-    "ckpt": (Path | None, typer.Option(None, help="Checkpoint (default: best of the most recent run in --runs).")),
+    "ckpt": (
+        str | None,
+        typer.Option(
+            None, help="Checkpoint: a file, a Hub folder or hf:USER/NAME (default: the latest run's best, in --runs)."
+        ),
+    ),
     "runs": (
         str,
         typer.Option(_T.out, "--runs", "--out", help="Where to look for the most recent run (train's --out)."),
@@ -510,7 +515,7 @@ def with_options(options: dict, into: str):
     return decorate
 
 
-def _load(ckpt: Path | None, runs: str, model: str | None):
+def _load(ckpt: str | None, runs: str, model: str | None):
     """The checkpoint's model and metadata: ckpt, else the most recent run's best under runs, else the model
     bundled with poemctl (saying so on stderr)."""
     from poemctl import checkpoint
@@ -605,7 +610,7 @@ def evaluate(
 @app.command("perplexity")
 @user_errors
 def perplexity_cmd(
-    ckpt: Path = typer.Argument(..., help="A poemctl .safetensors checkpoint."),
+    ckpt: str = typer.Argument(..., help="A poemctl checkpoint: a .safetensors file, a Hub folder, hf:USER/NAME."),
     split: SplitChoice = typer.Option("test", help="Which split to score."),
     text: Path | None = typer.Option(None, help="Score this UTF-8 file instead: one poem per line."),
     corpus: str | None = typer.Option(None, help="Corpus folder (default: the one the checkpoint was trained on)."),
@@ -617,7 +622,7 @@ def perplexity_cmd(
     from poemctl import checkpoint
     from poemctl.scoring import score_checkpoint
 
-    net, meta = checkpoint.load(ckpt, model)
+    net, meta = checkpoint.load(checkpoint.find(ckpt)[0], model)
     score = score_checkpoint(net, meta, plain(split), text, corpus, batch_size)
     if score.other_corpus:
         err.print("[yellow]warning:[/] this corpus differs from the one the checkpoint was trained on")
@@ -747,6 +752,31 @@ def bench_cmd(
             f"{r.peak_mib:,.0f}",
         )
     print_wide(table, 130)
+
+
+@app.command()
+@user_errors
+def export(
+    ckpt: str = typer.Argument(..., help="The checkpoint to export (a file, or hf:USER/NAME)."),
+    folder: Path = typer.Argument(..., help="The folder to write (new or empty)."),
+) -> None:
+    """Write a checkpoint in the Hugging Face Hub layout: model.safetensors, config.json, README.md (model card)."""
+    from poemctl import checkpoint, hub
+
+    out.print(f"Hub folder: {hub.export(checkpoint.find(ckpt)[0], folder)}", highlight=False)
+
+
+@app.command()
+@user_errors
+def push(
+    folder: Path = typer.Argument(..., help="A folder written by poemctl export."),
+    repo: str = typer.Option(..., help="The Hub model repository, USER/NAME (created if need be)."),
+    private: bool = typer.Option(False, help="Create the repository private."),
+) -> None:
+    """Upload a Hub folder to the Hugging Face Hub (log in first: huggingface-cli login, or HF_TOKEN)."""
+    from poemctl import hub
+
+    out.print(f"pushed to {hub.push(folder, repo, private)}", highlight=False)
 
 
 @app.command()
