@@ -756,6 +756,24 @@ def bench_cmd(
 
 @app.command()
 @user_errors
+def serve(
+    ckpt: str | None = typer.Option(
+        None, help="Checkpoint: a file, a Hub folder or hf:USER/NAME (default: as sample)."
+    ),
+    runs: str = typer.Option(_T.out, "--runs", "--out", help="Where to look for the most recent run."),
+    host: str = typer.Option("127.0.0.1", help="Address to serve on (0.0.0.0: every interface)."),
+    port: int = typer.Option(7860, help="Port to serve on."),
+) -> None:
+    """Serve a web page that writes poems (Gradio; pip install 'poemctl[web]'), until Ctrl-C."""
+    from poemctl.web import serve as run_server
+
+    if not 0 < port < 65536:
+        raise PoemctlError(f"--port must be in 1–65535, got {port}")
+    run_server(ckpt, runs, host, port)
+
+
+@app.command()
+@user_errors
 def export(
     ckpt: str = typer.Argument(..., help="The checkpoint to export (a file, or hf:USER/NAME)."),
     folder: Path = typer.Argument(..., help="The folder to write (new or empty)."),

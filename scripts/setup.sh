@@ -18,6 +18,14 @@ if [ "$(uname -sm)" = "Linux x86_64" ]; then
     .venv/bin/python -m pip install -q "triton==3.6.0"
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
+# The browser test (tests/test_web.py) drives Debian's Chromium through Playwright: as root (CI), install it.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else
+        echo "note: tests/test_web.py needs Chromium: sudo apt-get install chromium" >&2
+    fi
+fi
 # The tests register their third-party plugin package (tests/plugin_pkg) themselves, in their own process.
 # Earlier versions of this script installed it into .venv, where its broken-on-purpose plugin warned on
 # every command: take it out again.
