@@ -84,6 +84,9 @@ PrecisionChoice = choices("PrecisionChoice", ("no", "bf16", "fp16"))
 SplitChoice = choices("SplitChoice", ("test", "train"))
 DeviceChoice = choices("DeviceChoice", ("cpu", "cuda"))
 StrategyChoice = choices("StrategyChoice", STRATEGIES)
+TrackerChoice = choices(
+    "TrackerChoice", ("tensorboard", "trackio", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab")
+)
 
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document on stdout instead (notes stay on stderr).")
 
@@ -317,8 +320,9 @@ def train(
     forms: str = typer.Option(
         ",".join(_D.forms), help="Keep only poems of these forms, comma-separated: 七绝, 五绝, 七律, 五律, none."
     ),
-    report_to: str = typer.Option(
-        "", help="Also log to these Accelerate trackers, comma-separated: tensorboard, trackio, wandb, mlflow …"
+    report_to: list[TrackerChoice] = typer.Option(
+        [],
+        help="Also log to this Accelerate tracker (repeatable); each needs its own package.",
     ),
     target_ppl: float = typer.Option(_T.target_ppl, help="Stop at the first evaluation at or below this perplexity."),
     time_budget: float = typer.Option(
@@ -340,9 +344,10 @@ def train(
         options = _given(ctx, options)
     if "opt_arg" in options:
         options["extra"] = parse_opt_args(options.pop("opt_arg"))
-    for name in ("forms", "report_to"):
-        if name in options:
-            options[name] = tuple(f.strip() for f in options[name].split(",") if f.strip())
+    if "forms" in options:
+        options["forms"] = tuple(f.strip() for f in options["forms"].split(",") if f.strip())
+    if "report_to" in options:
+        options["report_to"] = tuple(plain(t) for t in options["report_to"])
     if resume is not None and (config is not None or print_config):
         raise PoemctlError("--resume uses the run's own configuration: give it without --config or --print-config")
     extend = {}
