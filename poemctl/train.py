@@ -10,10 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
-import threading
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -21,19 +18,21 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import InitProcessGroupKwargs, LoggerType, ProjectConfiguration, set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from poemctl import checkpoint, gpu_modes
 from poemctl.config import RunConfig
 from poemctl.data import batches, load_corpus, split_batch
 from poemctl.errors import PoemctlError, TrainingStopped
+from poemctl.faults import Interrupts, StepBoundary, peer_loss
 from poemctl.files import atomic_write_bytes
 from poemctl.metrics import MetricsLog
 from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.schedules import Schedule
 from poemctl.scoring import perplexity, total_nll
 from poemctl.state import Position, read_state, save_state
+from poemctl.trackers import flat, trackers
 
 
 @dataclass(frozen=True)
@@ -73,76 +72,6 @@ def groups(loader: Iterable, n: int) -> Iterator[list]:
             group = []
     if group:
         yield group
-
-
-class Interrupts:
-    """Ctrl-C (SIGINT) or SIGTERM during a step is noted and acted on at the step's end, so that the state
-    saved then holds whole steps; a second one stops at once and saves nothing (the last state stands)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict = {}
-
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self._old = {s: signal.signal(s, self._note) for s in self.SIGNALS}
-        return self
-
-    def _note(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-    def stop(self, accelerator: Accelerator) -> bool:
-        """Whether any process was asked to stop (every process calls this at the same step)."""
-        if accelerator.num_processes == 1:
-            return self.requested
-        flag = torch.tensor(float(self.requested), device=accelerator.device)
-        return accelerator.reduce(flag, "sum").item() > 0
-
-
-def trackers(names: tuple[str, ...], where: str) -> dict:
-    """Accelerator arguments for --report-to (none without it); an unknown tracker is a one-line error. where is
-    a folder for Accelerate to check; the run's own folder replaces it once it exists."""
-    if not names:
-        return {}
-    known = {t.value for t in LoggerType} - {"all"}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise PoemctlError(f"--report-to: unknown tracker '{unknown[0]}' (trackers: {', '.join(sorted(known))})")
-    with warnings.catch_warnings():  # a tracker whose package is missing: our own error follows
-        warnings.simplefilter("ignore")
-        return {"log_with": list(names), "project_config": ProjectConfiguration(where, logging_dir=where)}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested config as {"model.hidden": 512, …}, the values trackers take (lists as text)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (bool, int, float, str)) else str(v)
-    return out
-
-
-def _peer_loss(e: RuntimeError) -> str:
-    """The gist of a failed collective's error (gloo's and NCCL's are long)."""
-    text = str(e)
-    for gist in ("Connection reset by peer", "Connection closed by peer", "timed out", "Timed out", "Broken pipe"):
-        if gist in text:
-            return gist.lower() if gist.startswith("Timed") else gist
-    return (text.strip().splitlines() or [type(e).__name__])[0][:100]
-
-
-class _StepBoundary(Exception):
-    """Raised between steps when a stop was asked for."""
 
 
 def _parameters(factory, named: Iterable) -> list:
@@ -286,7 +215,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
     if cfg.train.report_to:  # beside metrics.jsonl, in the run folder (tensorboard: RUN/tracks/)
         if main:
             accelerator.project_configuration.project_dir = accelerator.project_configuration.logging_dir = str(run_dir)
-        accelerator.init_trackers("tracks", config=_flat(cfg.to_dict()))
+        accelerator.init_trackers("tracks", config=flat(cfg.to_dict()))
     log = MetricsLog(run_dir if main else None, keep_until_step=pos.step if resume else None)
     t0 = time.time() - pos.wall_time
 
@@ -434,7 +363,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                     if cfg.train.save_every and pos.step % cfg.train.save_every == 0:
                         save(pos)
                     if interrupts.stop(accelerator):
-                        raise _StepBoundary
+                        raise StepBoundary
                     if budget_spent(pos):
                         pos = evaluate_and_save(pos)
                     if pos.step >= total or finished(pos):
@@ -444,7 +373,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
                 if pos.batches_done >= len(train_dl):  # the epoch is complete
                     pos = replace(pos, epoch=pos.epoch + 1, batches_done=0)
                 save(pos)
-    except _StepBoundary:
+    except StepBoundary:
         save(pos)
         raise TrainingStopped(
             f"interrupted after step {pos.step}; the state is saved. Resume with: poemctl train --resume {run_dir}"
@@ -456,7 +385,7 @@ def _train(accelerator: Accelerator, cfg: RunConfig, model_cls, resume: Path | N
         kept = f"the state saved after step {saved_at} stands" if saved_at is not None else "no state was saved"
         where = run_dir or "the run folder the main process named"
         raise TrainingStopped(
-            f"lost another process of the run during step {pos.step} ({_peer_loss(e)}); {kept}. "
+            f"lost another process of the run during step {pos.step} ({peer_loss(e)}); {kept}. "
             f"Restart every machine with: poemctl train --resume {where}"
         ) from None
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: mid-step, nothing consistent to save
