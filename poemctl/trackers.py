@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 from accelerate.utils import LoggerType, ProjectConfiguration
 
 from poemctl.errors import PoemctlError
@@ -18,9 +16,15 @@ def trackers(names: tuple[str, ...], where: str) -> dict:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise PoemctlError(f"--report-to: unknown tracker '{unknown[0]}' (trackers: {', '.join(sorted(known))})")
-    with warnings.catch_warnings():  # a tracker whose package is missing: our own error follows
-        warnings.simplefilter("ignore")
-        return {"log_with": list(names), "project_config": ProjectConfiguration(where, logging_dir=where)}
+    return {"log_with": list(names), "project_config": ProjectConfiguration(where, logging_dir=where)}
+
+
+def check_installed(accelerator, names: tuple[str, ...]) -> None:
+    """A one-line error for a tracker Accelerate dropped because its package is not installed."""
+    loaded = {str(getattr(t, "value", t)) for t in accelerator.log_with}
+    missing = [n for n in names if n not in loaded]
+    if missing:
+        raise PoemctlError(f"--report-to {missing[0]}: its package is not installed (pip install {missing[0]})")
 
 
 def flat(d: dict, prefix: str = "") -> dict:

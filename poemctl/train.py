@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -32,7 +33,7 @@ from poemctl.registry import MODELS, OPTIMIZERS
 from poemctl.schedules import Schedule
 from poemctl.scoring import perplexity, total_nll
 from poemctl.state import Position, read_state, save_state
-from poemctl.trackers import flat, trackers
+from poemctl.trackers import check_installed, flat, trackers
 
 
 @dataclass(frozen=True)
@@ -139,17 +140,17 @@ def train(cfg: RunConfig | None = None, say=print, resume: Path | None = None, e
         say(f"{cfg.train.model} runs on the CPU only: training on the CPU")
     no_gpu = "a GPU (none is available here, or --cpu was given)"
     gpu_modes.check(cfg.train, not cpu, no_gpu, {cfg.train.model: model_cls})
-    accelerator = Accelerator(
-        cpu=cpu,
-        mixed_precision=cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e is shuffled by seed + e
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout))],
-        **trackers(cfg.train.report_to, str(resume or cfg.train.out)),
-    )
-    missing = [t for t in cfg.train.report_to if t not in {str(getattr(x, "value", x)) for x in accelerator.log_with}]
-    if missing:
-        raise PoemctlError(f"--report-to {missing[0]}: its package is not installed (pip install {missing[0]})")
+    with warnings.catch_warnings():  # Accelerate warns of a tracker it cannot load and drops it: we refuse it below
+        warnings.filterwarnings("ignore", message=".*no supported trackers.*")
+        accelerator = Accelerator(
+            cpu=cpu,
+            mixed_precision=cfg.train.mixed_precision,
+            gradient_accumulation_steps=cfg.train.grad_accum,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # epoch e: shuffled by seed + e
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout))],
+            **trackers(cfg.train.report_to, str(resume or cfg.train.out)),
+        )
+    check_installed(accelerator, cfg.train.report_to)
     try:
         return _train(accelerator, cfg, model_cls, resume, say)
     finally:
