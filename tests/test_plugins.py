@@ -77,6 +77,7 @@ def test_train_with_the_third_party_optimizer_and_model(tmp_path):
 BUILTIN_OPTIMIZERS = ["sgd", "momentum", "adagrad", "adam", "adamw", "rmsprop", "sign-sgd"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["torch-lstm", "numpy-lstm", "cudnn-lstm"])
 def test_every_optimizer_with_every_model(model, data_cfg, tmp_path):
     for name in BUILTIN_OPTIMIZERS:

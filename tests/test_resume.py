@@ -98,6 +98,7 @@ POSITION = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     field=st.sampled_from(["position", "param_groups", "optim_scalars", "schedule", "corpus_hash"]),
