@@ -1,7 +1,8 @@
 """Checkpoints: the canonical tensors in safetensors, with everything needed to use them in the metadata.
 
 Metadata keys (all strings): format ("poemctl/1"), model (the plugin that trained it), config (the whole
-RunConfig as JSON), vocab (the ordered token list as JSON), corpus_hash, step, epoch, test_perplexity.
+RunConfig as JSON), vocab (the ordered token list as JSON), corpus_hash, step, epoch, test_perplexity, and
+logit_adjust (the τ of a post-hoc logit adjustment, poemctl/adjust.py; absent or 0: none).
 Files are only ever read through safetensors: no pickle on any path a user's file reaches.
 """
 
@@ -36,6 +37,7 @@ class CheckpointMeta:
     step: int
     epoch: int
     test_perplexity: float  # nan when never evaluated
+    logit_adjust: float = 0.0  # τ: the output bias was tilted by −τ·log π after training (poemctl/adjust.py)
 
     def to_strings(self) -> dict[str, str]:
         """The safetensors metadata form."""
@@ -48,6 +50,7 @@ class CheckpointMeta:
             "step": str(self.step),
             "epoch": str(self.epoch),
             "test_perplexity": repr(self.test_perplexity),
+            "logit_adjust": repr(self.logit_adjust),
         }
 
     @classmethod
@@ -64,6 +67,7 @@ class CheckpointMeta:
                 step=int(m["step"]),
                 epoch=int(m["epoch"]),
                 test_perplexity=float(m["test_perplexity"]),
+                logit_adjust=float(m.get("logit_adjust", 0.0)),
             )
         except KeyError as e:
             raise PoemctlError(f"{path} has broken poemctl metadata (no {e})") from None
@@ -131,6 +135,13 @@ def load(path: str | Path, model_name: str | None = None) -> tuple[PoemModel, Ch
         raise PoemctlError(f"{path} does not fit this model: {first}") from None
     model.eval()
     return model, meta
+
+
+def stored_dtype(path: str | Path) -> torch.dtype:
+    """The dtype the checkpoint at path stores its output layer in (float32, or float16 for the bundled form)."""
+    with _open(Path(path)) as f:
+        half = f.get_slice("output.weight").get_dtype() == "F16"
+    return torch.float16 if half else torch.float32
 
 
 BUNDLED = Path(__file__).with_name("bundled") / "poem.safetensors"  # the poem model shipped with poemctl

@@ -651,6 +651,31 @@ def perplexity_cmd(
 UNKNOWN_WARNING = 0.05  # the test split of the full corpus has about 0.1% <unk>
 
 
+@app.command("adjust")
+@user_errors
+def adjust_cmd(
+    ckpt: str = typer.Argument(..., help="A poemctl checkpoint: a .safetensors file, a Hub folder, hf:USER/NAME."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the adjusted checkpoint."),
+    tau: float = typer.Option(0.4, help="How far to discount common characters: the bias becomes b − τ·log π."),
+    corpus: str | None = typer.Option(None, help="Corpus folder (default: the one the checkpoint was trained on)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Tilt a checkpoint's output layer away from the characters common everywhere (post-hoc logit adjustment,
+    docs/model-card.md): more varied poems under the course rule, at some cost in perplexity."""
+    from poemctl import checkpoint
+    from poemctl.adjust import adjust
+
+    done = adjust(checkpoint.find(ckpt)[0], tau, out_path, corpus)
+    if as_json:
+        print_json({**asdict(done), "path": str(done.path)})
+        return
+    out.print(
+        f"wrote {done.path} (τ {done.total_tau:g}); test perplexity {done.perplexity_before:.2f} → "
+        f"{done.perplexity_after:.2f}",
+        highlight=False,
+    )
+
+
 @app.command("gradcheck")
 @user_errors
 def gradcheck_cmd(
