@@ -1,14 +1,20 @@
 """The poem model bundled with poemctl (poemctl/bundled/poem.safetensors)."""
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+from typer.testing import CliRunner
 
 from poemctl import checkpoint
+from poemctl.cli import app
 from poemctl.prosody import Prosody
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_bundled_model_is_small_half_precision_and_self_describing():
@@ -20,6 +26,7 @@ def test_the_bundled_model_is_small_half_precision_and_self_describing():
     data = meta.config.data
     assert data.keep_commas and data.control_tokens and data.rhyme_marks and data.corpus == "data/chinese-poetry"
     assert len(meta.vocab) == model.cfg.vocab_size > 7000
+    assert meta.logit_adjust == pytest.approx(0.4)  # docs/model-card.md: the tilt that makes it varied
 
 
 @pytest.mark.slow
@@ -43,3 +50,22 @@ def test_a_fresh_folder_gets_a_poem_from_the_bundled_model(tmp_path):
     prosody = Prosody()
     rhymed = sum(prosody.rhymed([line[:-1] for line in p]) for p in poems)
     assert rhymed >= 14  # about 97% in the model card's 1,000; 20 at chance (5%) would give 1
+
+
+def _readme_poems(path: Path) -> tuple[list[str], list[str]]:
+    """The README's command line for its three poems, and the poems (side by side there) one string each."""
+    text = path.read_text(encoding="utf-8")
+    command = re.search(r"`(poemctl sample [^`]+)`, on a fresh install", text).group(1).split()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("    月"))
+    rows = [line.split() for line in lines[start : start + 4]]
+    return command, ["".join(row[i] for row in rows) for i in range(3)]
+
+
+def test_the_readme_shows_what_the_bundled_model_writes(tmp_path, monkeypatch):
+    command, poems = _readme_poems(ROOT / "README.md")
+    monkeypatch.chdir(tmp_path)  # no runs/ here: the bundled model
+    result = CliRunner().invoke(app, command[1:])
+    assert result.exit_code == 0, result.output
+    written = ["".join(p.split()) for p in result.stdout.strip().split("\n\n")]
+    assert written == poems
