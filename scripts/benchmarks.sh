@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full-corpus benchmarks reported in docs/benchmarks.md and docs/speed.md (not tests); each writes under $OUT (default bench-out/).
-# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems|poem-model|adjust|load|tied]...
+# Usage: bash scripts/benchmarks.sh CORPUS_DIR [main|mainref|study|speed|parity|poems|poem-model|adjust|speedrun|load|tied]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:?corpus folder, e.g. ../shared/chinese-poetry}; shift
@@ -19,6 +19,12 @@ for what in "$@"; do
     study)   # issues 4 and 20: the course's four optimizers, 10 epochs each, same seed and data order
       poemctl compare --optimizers sgd,momentum,adagrad,adam --epochs 10 --eval-every 240 "${D[@]}" \
         --out "$OUT/study" ;;
+    speedrun) # issue 20: the speedrun records (docs/speedrun.md), each three times
+      for recipe in speedrun speedrun-muon; do
+        for seed in 0 1 2; do
+          poemctl train --config "recipes/$recipe.toml" --seed "$seed" "${D[@]}" --out "$OUT/speedrun/$recipe"
+        done
+      done ;;
     load)    # issue 19: the corpus 16 times over against once: preprocessing, cache, memory
       python scripts/corpus_load.py "$CORPUS" --times 16 --out "$OUT/load" ;;
     tied)    # issue 18: the course split with tied weights, E = H = 512 (recipes/quality-tied.toml)
