@@ -28,7 +28,7 @@ import torch
 from poemctl import checkpoint
 from poemctl.data import is_normal, load_corpus
 from poemctl.errors import PoemctlError
-from poemctl.scoring import score_checkpoint
+from poemctl.scoring import score_rows
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,12 @@ def adjust(src: str | Path, tau: float, dst: str | Path, corpus: str | None = No
             f"the corpus at {data_cfg.corpus} differs from the one {src} was trained on: its character "
             "frequencies would not be the model's; pass --corpus with that corpus"
         )
-    before = score_checkpoint(model, meta, corpus=corpus).perplexity
+    before = score_rows(model, meta, data.test, "test split").perplexity
     written = torch.tensor([is_normal(t) for t in meta.vocab.tokens])
     log_prior = character_prior(data.train, meta.vocab)
     with torch.no_grad():
         model.output.bias.copy_(tilt(model.output.bias, log_prior, written, tau))
-    after = score_checkpoint(model, meta, corpus=corpus).perplexity
+    after = score_rows(model, meta, data.test, "test split").perplexity
     meta = replace(meta, logit_adjust=meta.logit_adjust + tau, test_perplexity=after)
     checkpoint.save(dst, model, meta, dtype=checkpoint.stored_dtype(src))
     return Adjusted(dst, tau, meta.logit_adjust, before, after)

@@ -74,7 +74,7 @@ def score_checkpoint(
     data_cfg = meta.config.data if corpus is None else replace(meta.config.data, corpus=corpus)
     data = load_corpus(data_cfg, vocab=meta.vocab)
     rows = data.test if split == "test" else data.train
-    return _score_rows(model, meta, rows, f"{split} split", batch_size, data.corpus_hash != meta.corpus_hash)
+    return score_rows(model, meta, rows, f"{split} split", batch_size, data.corpus_hash != meta.corpus_hash)
 
 
 def score_texts(model: PoemModel, meta, texts: list[str], source: str = "texts", batch_size: int = 256) -> Score:
@@ -82,10 +82,14 @@ def score_texts(model: PoemModel, meta, texts: list[str], source: str = "texts",
     preprocessed by the checkpoint's own preset."""
     poems = prepare_poems(meta.config.data, [t for t in texts if t.strip()], source)
     rows = torch.from_numpy(encode_rows(poems, meta.vocab, meta.config.data.seq_len))
-    return _score_rows(model, meta, rows, source, batch_size, False)
+    return score_rows(model, meta, rows, source, batch_size)
 
 
-def _score_rows(model: PoemModel, meta, rows: torch.Tensor, source: str, batch_size: int, other: bool) -> Score:
+def score_rows(
+    model: PoemModel, meta, rows: torch.Tensor, source: str, batch_size: int = 256, other: bool = False
+) -> Score:
+    """Perplexity of a loaded checkpoint on encoded rows (N, T), e.g. a split already loaded; other: the rows
+    come from a corpus other than the checkpoint's."""
     loader = batches(rows, batch_size)
     with progress.bar(f"scoring the {source}", len(loader)) as advance:
         nll, n = total_nll(model, loader, meta.vocab.pad_id, on_batch=advance)
